@@ -1,0 +1,119 @@
+"""`activities`: the partition's phrases from the catalog, validated row by row."""
+
+import time
+
+import dagster as dg
+from pydantic import ValidationError
+
+from asr_assets.assets.common import StageSummary, stage_error, summary_metadata
+from asr_assets.assets.partitions import daily_partitions
+from asr_assets.core.errors import ReasonCode, Stage
+from asr_assets.core.models import ActivityPhrase
+from asr_assets.core.storage import UnsafeKeyError, stage_table_key, validate_key
+from asr_assets.core.tables import ACTIVITIES_SCHEMA, to_table
+from asr_assets.observability.logging import get_logger
+from asr_assets.resources.catalog import ActivityCatalog
+from asr_assets.resources.object_store import ObjectStore
+
+log = get_logger(__name__)
+
+
+def _reason_for(exc: ValidationError) -> ReasonCode:
+    fields = {str(error["loc"][0]) for error in exc.errors() if error["loc"]}
+    return (
+        ReasonCode.INVALID_EXPECTED_TEXT if "expected_text" in fields else ReasonCode.MALFORMED_ROW
+    )
+
+
+def _describe(exc: ValidationError) -> str:
+    # Field names and messages only: never echo values, which may hold student ids.
+    return "; ".join(
+        f"{'.'.join(str(p) for p in error['loc'])}: {error['msg']}" for error in exc.errors()
+    )
+
+
+def build_activities(
+    catalog: ActivityCatalog, store: ObjectStore, partition_key: str
+) -> StageSummary:
+    """Query the catalog and write the stage table: one row per catalog row, errors included."""
+    summary = StageSummary(Stage.ACTIVITIES, partition_key)
+    started = time.perf_counter()
+    raw = catalog.fetch_activities(partition_key)
+    summary.timings_ms["query"] = (time.perf_counter() - started) * 1000
+    rows: list[dict[str, object]] = []
+    seen: set[tuple[str, int]] = set()
+    for number, record in enumerate(raw.to_pylist()):
+        activity_id = record.get("activity_id") or f"<row {number}>"
+        phrase_index = record.get("phrase_index")
+        base = {
+            "activity_id": activity_id,
+            "phrase_index": phrase_index if isinstance(phrase_index, int) else -1,
+            "tenant_id": record.get("tenant_id"),
+            "activity_date": record.get("activity_date"),
+            "expected_text": record.get("expected_text"),
+            "audio_key": record.get("audio_key"),
+            "audio_start_s": record.get("audio_start_s"),
+            "audio_end_s": record.get("audio_end_s"),
+            "created_at": record.get("created_at"),
+        }
+        try:
+            phrase = ActivityPhrase.model_validate(record)
+        except ValidationError as exc:
+            rows.append({**base, **stage_error(Stage.ACTIVITIES, _reason_for(exc), _describe(exc))})
+            continue
+        try:
+            validate_key(phrase.audio_key)
+        except UnsafeKeyError as exc:
+            rows.append(
+                {**base, **stage_error(Stage.ACTIVITIES, ReasonCode.UNSAFE_AUDIO_KEY, str(exc))}
+            )
+            continue
+        identity = (phrase.activity_id, phrase.phrase_index)
+        if identity in seen:
+            rows.append(
+                {
+                    **base,
+                    **stage_error(
+                        Stage.ACTIVITIES,
+                        ReasonCode.DUPLICATE_PHRASE,
+                        "another catalog row has the same activity_id and phrase_index",
+                    ),
+                }
+            )
+            continue
+        seen.add(identity)
+        rows.append(base)
+    table = to_table(rows, ACTIVITIES_SCHEMA)
+    store.write_table(stage_table_key(Stage.ACTIVITIES, partition_key), table)
+    summary.phrases_in = len(rows)
+    summary.count_errors(row.get("error_reason") for row in rows)  # type: ignore[misc]
+    summary.phrases_errored = sum(summary.errors_by_reason.values())
+    summary.phrases_ok = summary.phrases_in - summary.phrases_errored
+    summary.extra["activities"] = len({row["activity_id"] for row in rows})
+    summary.extra["tenants"] = len({row["tenant_id"] for row in rows if row["tenant_id"]})
+    summary.preview = [
+        {k: row[k] for k in ("activity_id", "phrase_index", "tenant_id", "expected_text")}
+        for row in rows[:10]
+    ]
+    summary.check_reconciles()
+    log.info(
+        "stage_finished",
+        stage=Stage.ACTIVITIES.value,
+        partition=partition_key,
+        phrases_in=summary.phrases_in,
+        phrases_errored=summary.phrases_errored,
+    )
+    return summary
+
+
+@dg.asset(
+    partitions_def=daily_partitions,
+    kinds={"duckdb", "parquet"},
+    group_name="letter_scoring",
+    description="The partition's phrases from the activity catalog, one row each, validated.",
+)
+def activities(
+    context: dg.AssetExecutionContext, catalog: ActivityCatalog, store: ObjectStore
+) -> dg.MaterializeResult:
+    summaries = [build_activities(catalog, store, key) for key in context.partition_keys]
+    return dg.MaterializeResult(metadata=summary_metadata(summaries))

@@ -1,0 +1,200 @@
+"""`alignments`: judge each expected letter (edit alignment) and time it (CTC forced alignment)."""
+
+import time
+from collections import Counter
+from collections.abc import Mapping
+
+import dagster as dg
+from pydantic import Field
+
+from asr_assets.assets.common import StageSummary, summary_metadata
+from asr_assets.assets.partitions import daily_partitions
+from asr_assets.assets.transcripts import decode_emissions
+from asr_assets.core.audio import decode_clip
+from asr_assets.core.decoding import CtcVocabulary
+from asr_assets.core.errors import PhraseError, ReasonCode, Stage
+from asr_assets.core.models import ModelInfo, PhraseResult, Transcript
+from asr_assets.core.scoring import score_phrase
+from asr_assets.core.storage import stage_table_key
+from asr_assets.core.tables import (
+    ERRORS_SCHEMA,
+    LETTER_SCORES_SCHEMA,
+    PHRASE_RESULTS_SCHEMA,
+    TRANSCRIPTS_SCHEMA,
+    to_table,
+)
+from asr_assets.observability.logging import get_logger
+from asr_assets.resources.inference import InferenceResource
+from asr_assets.resources.object_store import ObjectNotFoundError, ObjectStore
+
+log = get_logger(__name__)
+
+
+class AlignmentsConfig(dg.Config):
+    refine_spans_with_energy: bool = Field(
+        default=True, description="Trim letter spans to voiced frames of the clip."
+    )
+
+
+def error_row(
+    row: Mapping[str, object], stage: str, reason: str, message: str
+) -> dict[str, object]:
+    return {
+        "activity_id": row["activity_id"],
+        "phrase_index": row["phrase_index"],
+        "tenant_id": row.get("tenant_id"),
+        "activity_date": row.get("activity_date"),
+        "stage": stage,
+        "reason_code": reason,
+        "message": message,
+    }
+
+
+def align_phrase(
+    store: ObjectStore,
+    row: Mapping[str, object],
+    vocabulary: CtcVocabulary,
+    refine: bool,
+) -> tuple[list[dict[str, object]], dict[str, object]]:
+    """Letter rows and the phrase row for one transcribed phrase."""
+    started = time.perf_counter()
+    # The model that produced the emissions, which may differ from the configured one after a
+    # fallback: results name the bytes that actually scored them.
+    model = ModelInfo(
+        name=str(row["model_name"]),
+        version=str(row["model_version"]),
+        sha256=str(row["model_sha256"]),
+    )
+    try:
+        emissions = decode_emissions(store.read_bytes(str(row["emissions_key"])))
+    except ObjectNotFoundError as exc:
+        raise PhraseError(ReasonCode.EMISSIONS_MISSING, "stored emissions are missing") from exc
+    samples = decode_clip(store.read_bytes(str(row["clip_key"]))) if refine else None
+    letters = list(row["letters"] or [])  # type: ignore[call-overload]
+    transcript = Transcript(
+        activity_id=str(row["activity_id"]),
+        phrase_index=int(row["phrase_index"]),  # type: ignore[call-overload]
+        letters=letters,
+        confidences=list(row["confidences"] or []),  # type: ignore[call-overload]
+        frame_spans=list(zip(row["frame_starts"] or [], row["frame_ends"] or [], strict=True)),  # type: ignore[call-overload]
+        emissions_key=str(row["emissions_key"]),
+        num_frames=int(row["num_frames"]),  # type: ignore[call-overload]
+        frame_duration_s=float(row["frame_duration_s"]),  # type: ignore[arg-type]
+        engine=str(row["engine"]),
+        inference_ms=float(row["inference_ms"]),  # type: ignore[arg-type]
+    )
+    expected = str(row["expected_text"]).split(" ")
+    scoring = score_phrase(expected, transcript, emissions.log_probs, vocabulary, model, samples)
+    alignment_ms = (time.perf_counter() - started) * 1000
+    phrase = PhraseResult(
+        activity_id=transcript.activity_id,
+        phrase_index=transcript.phrase_index,
+        tenant_id=str(row["tenant_id"]),
+        activity_date=row["activity_date"],  # type: ignore[arg-type]
+        expected_text=str(row["expected_text"]),
+        transcript=transcript.text,
+        n_expected=len(expected),
+        n_correct=scoring.n_correct,
+        n_inserted=scoring.n_inserted,
+        accuracy=scoring.accuracy,
+        duration_s=float(row["duration_s"]),  # type: ignore[arg-type]
+        inference_ms=transcript.inference_ms,
+        alignment_ms=round(alignment_ms, 3),
+        alignment_method=scoring.method,
+        engine=transcript.engine,
+        model_name=model.name,
+        model_version=model.version,
+        model_sha256=model.sha256,
+    )
+    return [letter.model_dump(mode="json") for letter in scoring.letters], phrase.model_dump(
+        mode="python"
+    )
+
+
+def build_alignments(
+    store: ObjectStore,
+    vocabulary: CtcVocabulary,
+    partition_key: str,
+    config: AlignmentsConfig,
+) -> StageSummary:
+    summary = StageSummary(Stage.ALIGNMENTS, partition_key)
+    started = time.perf_counter()
+    transcripts_table = store.read_table(
+        stage_table_key(Stage.TRANSCRIPTS, partition_key), TRANSCRIPTS_SCHEMA
+    )
+    letter_rows: list[dict[str, object]] = []
+    phrase_rows: list[dict[str, object]] = []
+    errors: list[dict[str, object]] = []
+    statuses: Counter[str] = Counter()
+    for row in transcripts_table.to_pylist():
+        if row.get("error_reason") is not None:
+            errors.append(
+                error_row(row, row["error_stage"], row["error_reason"], row["error_message"] or "")
+            )
+            continue
+        try:
+            letters, phrase = align_phrase(store, row, vocabulary, config.refine_spans_with_energy)
+        except PhraseError as exc:
+            errors.append(error_row(row, Stage.ALIGNMENTS.value, exc.reason.value, exc.message))
+            continue
+        letter_rows.extend(letters)
+        phrase_rows.append(phrase)
+        statuses.update(str(letter["status"]) for letter in letters)
+    for name, rows, schema in (
+        ("letter_scores", letter_rows, LETTER_SCORES_SCHEMA),
+        ("phrase_results", phrase_rows, PHRASE_RESULTS_SCHEMA),
+        ("errors", errors, ERRORS_SCHEMA),
+    ):
+        store.write_table(
+            stage_table_key(Stage.ALIGNMENTS, partition_key, name), to_table(rows, schema)
+        )
+    summary.phrases_in = transcripts_table.num_rows
+    summary.phrases_ok = len(phrase_rows)
+    summary.phrases_errored = len(errors)
+    summary.count_errors(str(e["reason_code"]) for e in errors)
+    expected_letters = sum(int(p["n_expected"]) for p in phrase_rows)  # type: ignore[call-overload]
+    summary.extra["letters"] = expected_letters
+    summary.extra["letters_by_status"] = dict(sorted(statuses.items()))
+    summary.extra["share_correct"] = round(
+        statuses["correct"] / expected_letters if expected_letters else 0.0, 4
+    )
+    summary.timings_ms["alignment"] = (time.perf_counter() - started) * 1000
+    summary.preview = [
+        {
+            "activity_id": p["activity_id"],
+            "phrase_index": p["phrase_index"],
+            "expected": p["expected_text"],
+            "transcript": p["transcript"],
+            "accuracy": p["accuracy"],
+        }
+        for p in phrase_rows[:10]
+    ]
+    summary.check_reconciles()
+    log.info(
+        "stage_finished",
+        stage=Stage.ALIGNMENTS.value,
+        partition=partition_key,
+        phrases_in=summary.phrases_in,
+        phrases_errored=summary.phrases_errored,
+        letters=expected_letters,
+    )
+    return summary
+
+
+@dg.asset(
+    partitions_def=daily_partitions,
+    deps=["transcripts"],
+    kinds={"numpy"},
+    group_name="letter_scoring",
+    description="Per-letter status, confidence and time span; `unaligned` with a reason when "
+    "forced alignment cannot run.",
+)
+def alignments(
+    context: dg.AssetExecutionContext,
+    config: AlignmentsConfig,
+    store: ObjectStore,
+    inference: InferenceResource,
+) -> dg.MaterializeResult:
+    vocabulary = inference.vocabulary()
+    summaries = [build_alignments(store, vocabulary, key, config) for key in context.partition_keys]
+    return dg.MaterializeResult(metadata=summary_metadata(summaries))

@@ -1,0 +1,141 @@
+"""What every stage shares: stage summaries, error carry-over and metadata rendering."""
+
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+import dagster as dg
+import pyarrow as pa
+
+from asr_assets.core.errors import PhraseError, ReasonCode, Stage
+
+
+@dataclass
+class StageSummary:
+    """Counts that must reconcile: phrases_in == phrases_ok + phrases_errored."""
+
+    stage: Stage
+    partition_key: str
+    phrases_in: int = 0
+    phrases_ok: int = 0
+    phrases_errored: int = 0
+    errors_by_reason: Counter[str] = field(default_factory=Counter)
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    extra: dict[str, object] = field(default_factory=dict)
+    preview: list[Mapping[str, object]] = field(default_factory=list)
+
+    def check_reconciles(self) -> None:
+        if self.phrases_in != self.phrases_ok + self.phrases_errored:
+            raise ReconciliationError(
+                f"{self.stage} {self.partition_key}: {self.phrases_in} phrases in, "
+                f"{self.phrases_ok} ok + {self.phrases_errored} errored"
+            )
+
+    def count_errors(self, reasons: Iterable[str | None]) -> None:
+        for reason in reasons:
+            if reason is not None:
+                self.errors_by_reason[reason] += 1
+
+
+class ReconciliationError(RuntimeError):
+    """A stage lost or invented phrases: a bug, so the run fails loudly."""
+
+
+def error_fields(stage: Stage, error: PhraseError) -> dict[str, object]:
+    return {
+        "error_stage": stage.value,
+        "error_reason": error.reason.value,
+        "error_message": error.message[:2000],
+    }
+
+
+def carried_error(row: Mapping[str, object]) -> dict[str, object] | None:
+    """The error fields of an upstream row that already failed, else None."""
+    if row.get("error_reason") is None:
+        return None
+    return {
+        "error_stage": row["error_stage"],
+        "error_reason": row["error_reason"],
+        "error_message": row["error_message"],
+    }
+
+
+def key_fields(row: Mapping[str, object]) -> dict[str, object]:
+    return {
+        "activity_id": row["activity_id"],
+        "phrase_index": row["phrase_index"],
+        "tenant_id": row.get("tenant_id"),
+        "activity_date": row.get("activity_date"),
+        "expected_text": row.get("expected_text"),
+    }
+
+
+def stage_error(stage: Stage, reason: ReasonCode, message: str) -> dict[str, object]:
+    return error_fields(stage, PhraseError(reason, message))
+
+
+def markdown_table(rows: list[Mapping[str, object]], limit: int = 10) -> str:
+    if not rows:
+        return "_no rows_"
+    columns = list(rows[0])
+    lines = [
+        "| " + " | ".join(columns) + " |",
+        "| " + " | ".join("---" for _ in columns) + " |",
+    ]
+    for row in rows[:limit]:
+        lines.append("| " + " | ".join(_cell(row.get(c)) for c in columns) + " |")
+    if len(rows) > limit:
+        lines.append(f"\n… {len(rows) - limit} more rows")
+    return "\n".join(lines)
+
+
+def _cell(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return str(value).replace("|", "\\|") if value is not None else ""
+
+
+def summary_metadata(summaries: list[StageSummary]) -> dict[str, dg.MetadataValue]:
+    """Metadata a user wants in the UI, aggregated over the partitions of the run."""
+    total_in = sum(s.phrases_in for s in summaries)
+    total_ok = sum(s.phrases_ok for s in summaries)
+    total_err = sum(s.phrases_errored for s in summaries)
+    reasons: Counter[str] = Counter()
+    for summary in summaries:
+        reasons.update(summary.errors_by_reason)
+    metadata: dict[str, dg.MetadataValue] = {
+        "phrases_in": dg.MetadataValue.int(total_in),
+        "phrases_ok": dg.MetadataValue.int(total_ok),
+        "phrases_errored": dg.MetadataValue.int(total_err),
+        "reconciled": dg.MetadataValue.bool(total_in == total_ok + total_err),
+        "errors_by_reason": dg.MetadataValue.json(dict(sorted(reasons.items()))),
+        "partitions": dg.MetadataValue.text(", ".join(s.partition_key for s in summaries)),
+    }
+    timings: Counter[str] = Counter()
+    for summary in summaries:
+        timings.update(summary.timings_ms)
+    for name, value in sorted(timings.items()):
+        metadata[f"{name}_ms"] = dg.MetadataValue.float(round(value, 1))
+    for summary in summaries:
+        for name, value in summary.extra.items():
+            metadata[name] = _metadata_value(value)
+    preview = [row for s in summaries for row in s.preview]
+    if preview:
+        metadata["preview"] = dg.MetadataValue.md(markdown_table(preview))
+    return metadata
+
+
+def _metadata_value(value: object) -> dg.MetadataValue:
+    if isinstance(value, bool):
+        return dg.MetadataValue.bool(value)
+    if isinstance(value, int):
+        return dg.MetadataValue.int(value)
+    if isinstance(value, float):
+        return dg.MetadataValue.float(value)
+    if isinstance(value, dict | list):
+        return dg.MetadataValue.json(value)
+    return dg.MetadataValue.text(str(value))
+
+
+def column_values(table: pa.Table, name: str) -> list[object]:
+    return table.column(name).to_pylist()

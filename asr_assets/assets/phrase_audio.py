@@ -1,0 +1,182 @@
+"""`phrase_audio`: fetch, decode, normalise and validate each recording; cache the clip."""
+
+import time
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+
+import dagster as dg
+from pydantic import Field
+
+from asr_assets.assets.common import (
+    StageSummary,
+    carried_error,
+    error_fields,
+    key_fields,
+    summary_metadata,
+)
+from asr_assets.assets.partitions import daily_partitions
+from asr_assets.core.audio import (
+    TARGET_SAMPLE_RATE,
+    AudioPolicy,
+    clip_cache_key,
+    decode_audio,
+    decode_clip,
+    encode_clip,
+    rms_dbfs,
+)
+from asr_assets.core.errors import PhraseError, ReasonCode, Stage
+from asr_assets.core.storage import clip_key, stage_table_key
+from asr_assets.core.tables import ACTIVITIES_SCHEMA, PHRASE_AUDIO_SCHEMA, to_table
+from asr_assets.observability.logging import get_logger
+from asr_assets.resources.object_store import ObjectNotFoundError, ObjectStore
+
+log = get_logger(__name__)
+
+
+class PhraseAudioConfig(dg.Config):
+    """Validation thresholds; defaults suit read-aloud phrases of a few letters."""
+
+    min_duration_s: float = Field(default=AudioPolicy.min_duration_s, gt=0)
+    max_duration_s: float = Field(default=AudioPolicy.max_duration_s, gt=0)
+    silence_rms_dbfs: float = Field(default=AudioPolicy.silence_rms_dbfs)
+    max_clipped_fraction: float = Field(default=AudioPolicy.max_clipped_fraction, ge=0, le=1)
+    max_object_mb: float = Field(default=200.0, gt=0, description="Larger objects are refused.")
+    workers: int = Field(default=4, ge=1, le=64, description="Concurrent fetch+decode tasks.")
+
+    def policy(self) -> AudioPolicy:
+        return AudioPolicy(
+            min_duration_s=self.min_duration_s,
+            max_duration_s=self.max_duration_s,
+            silence_rms_dbfs=self.silence_rms_dbfs,
+            max_clipped_fraction=self.max_clipped_fraction,
+        )
+
+
+def prepare_clip(
+    store: ObjectStore,
+    row: Mapping[str, object],
+    policy: AudioPolicy,
+    max_object_bytes: int,
+) -> dict[str, object]:
+    """Fetch and normalise one phrase's audio; return its stage row (ok or error)."""
+    key = str(row["audio_key"])
+    start_s = row.get("audio_start_s")
+    end_s = row.get("audio_end_s")
+    try:
+        size = store.size(key)
+        if size is None:
+            raise PhraseError(ReasonCode.AUDIO_MISSING, "audio object does not exist")
+        if size > max_object_bytes:
+            raise PhraseError(
+                ReasonCode.AUDIO_TOO_LARGE, f"{size} bytes exceeds the {max_object_bytes} limit"
+            )
+        try:
+            data = store.read_bytes(key)
+        except ObjectNotFoundError as exc:
+            raise PhraseError(ReasonCode.AUDIO_MISSING, "audio object disappeared") from exc
+        sha = clip_cache_key(data, start_s, end_s)  # type: ignore[arg-type]
+        target = clip_key(sha)
+        if store.exists(target):
+            samples = decode_clip(store.read_bytes(target))
+            info = {
+                "source_format": None,
+                "source_sample_rate": None,
+                "source_channels": None,
+                "peak": float(abs(samples).max()) if samples.size else 0.0,
+                "rms_dbfs": rms_dbfs(samples),
+                "cached": True,
+            }
+        else:
+            decoded = decode_audio(data, start_s=start_s, end_s=end_s, policy=policy)  # type: ignore[arg-type]
+            samples = decoded.samples
+            store.write_bytes(target, encode_clip(samples))
+            info = {
+                "source_format": decoded.source_format,
+                "source_sample_rate": decoded.source_sample_rate,
+                "source_channels": decoded.source_channels,
+                "peak": decoded.peak,
+                "rms_dbfs": decoded.rms_dbfs,
+                "cached": False,
+            }
+        return {
+            **key_fields(row),
+            "clip_key": target,
+            "clip_sha256": sha,
+            "num_samples": int(samples.size),
+            "duration_s": samples.size / TARGET_SAMPLE_RATE,
+            **info,
+        }
+    except PhraseError as exc:
+        log.debug(
+            "phrase_rejected",
+            stage=Stage.PHRASE_AUDIO.value,
+            activity_id=row["activity_id"],
+            phrase_index=row["phrase_index"],
+            reason=exc.reason.value,
+        )
+        return {**key_fields(row), **error_fields(Stage.PHRASE_AUDIO, exc)}
+
+
+def build_phrase_audio(
+    store: ObjectStore, partition_key: str, config: PhraseAudioConfig
+) -> StageSummary:
+    summary = StageSummary(Stage.PHRASE_AUDIO, partition_key)
+    started = time.perf_counter()
+    activities_table = store.read_table(
+        stage_table_key(Stage.ACTIVITIES, partition_key), ACTIVITIES_SCHEMA
+    )
+    policy = config.policy()
+    max_bytes = int(config.max_object_mb * 1024 * 1024)
+    records = activities_table.to_pylist()
+
+    def process(row: dict[str, object]) -> dict[str, object]:
+        carried = carried_error(row)
+        if carried is not None:
+            return {**key_fields(row), **carried}
+        return prepare_clip(store, row, policy, max_bytes)
+
+    with ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="phrase-audio") as pool:
+        rows = list(pool.map(process, records))
+    store.write_table(
+        stage_table_key(Stage.PHRASE_AUDIO, partition_key), to_table(rows, PHRASE_AUDIO_SCHEMA)
+    )
+    summary.phrases_in = len(records)
+    summary.count_errors(row.get("error_reason") for row in rows)  # type: ignore[misc]
+    summary.phrases_errored = sum(summary.errors_by_reason.values())
+    summary.phrases_ok = summary.phrases_in - summary.phrases_errored
+    ok = [row for row in rows if row.get("error_reason") is None]
+    summary.extra["audio_seconds"] = round(sum(float(r["duration_s"]) for r in ok), 2)  # type: ignore[arg-type]
+    summary.extra["clips_cached"] = sum(1 for r in ok if r.get("cached"))
+    summary.timings_ms["fetch_decode"] = (time.perf_counter() - started) * 1000
+    summary.preview = [
+        {
+            "activity_id": r["activity_id"],
+            "phrase_index": r["phrase_index"],
+            "duration_s": r.get("duration_s"),
+            "error": r.get("error_reason"),
+        }
+        for r in rows[:10]
+    ]
+    summary.check_reconciles()
+    log.info(
+        "stage_finished",
+        stage=Stage.PHRASE_AUDIO.value,
+        partition=partition_key,
+        phrases_in=summary.phrases_in,
+        phrases_errored=summary.phrases_errored,
+    )
+    return summary
+
+
+@dg.asset(
+    partitions_def=daily_partitions,
+    deps=["activities"],
+    kinds={"audio", "flac"},
+    group_name="letter_scoring",
+    description="Each phrase's recording decoded to 16 kHz mono, validated, cached as FLAC.",
+)
+def phrase_audio(
+    context: dg.AssetExecutionContext, config: PhraseAudioConfig, store: ObjectStore
+) -> dg.MaterializeResult:
+    summaries = [build_phrase_audio(store, key, config) for key in context.partition_keys]
+    return dg.MaterializeResult(metadata=summary_metadata(summaries))

@@ -1,0 +1,154 @@
+"""`published_scores`: one idempotent record per activity, pushed to the consumer."""
+
+import hashlib
+import time
+from collections import defaultdict
+
+import dagster as dg
+
+from asr_assets.assets.common import StageSummary, summary_metadata
+from asr_assets.assets.partitions import daily_partitions
+from asr_assets.core.errors import Stage
+from asr_assets.core.models import ActivityResult, ModelInfo, PartitionManifest
+from asr_assets.core.storage import result_prefix
+from asr_assets.core.tables import RESULT_SCHEMAS
+from asr_assets.observability.logging import get_logger
+from asr_assets.resources.object_store import ObjectStore
+from asr_assets.resources.publisher import Publisher, PublishReport
+
+log = get_logger(__name__)
+
+
+class PartitionNotCommittedError(RuntimeError):
+    """Publishing reads only committed partitions."""
+
+
+def idempotency_key(activity_id: str, model: ModelInfo, run_id: str) -> str:
+    """Same activity, model and run: the same key, so a retried publish writes nothing twice."""
+    return hashlib.sha256(f"{activity_id}|{model.sha256}|{run_id}".encode()).hexdigest()[:32]
+
+
+def read_result_partition(
+    store: ObjectStore, partition_key: str
+) -> tuple[PartitionManifest, dict[str, list[dict[str, object]]]]:
+    """Rows of a committed partition, read only through the files its `_SUCCESS` names."""
+    payload = store.read_committed(result_prefix("letter_scores", partition_key))
+    if payload is None:
+        raise PartitionNotCommittedError(f"letter_scores {partition_key} has no _SUCCESS manifest")
+    manifest = PartitionManifest.model_validate(payload)
+    rows = {
+        name: store.read_table(manifest.files[name], schema).to_pylist()
+        for name, schema in RESULT_SCHEMAS.items()
+    }
+    return manifest, rows
+
+
+def activity_records(
+    manifest: PartitionManifest, rows: dict[str, list[dict[str, object]]]
+) -> list[ActivityResult]:
+    phrases: dict[str, list[dict[str, object]]] = defaultdict(list)
+    errors: dict[str, list[dict[str, object]]] = defaultdict(list)
+    tenants: dict[str, str] = {}
+    for phrase in rows["phrase_results"]:
+        phrases[str(phrase["activity_id"])].append(phrase)
+        tenants[str(phrase["activity_id"])] = str(phrase["tenant_id"])
+    for error in rows["errors"]:
+        errors[str(error["activity_id"])].append(error)
+        tenants.setdefault(str(error["activity_id"]), str(error.get("tenant_id") or "unknown"))
+    records = []
+    for activity_id in sorted(set(phrases) | set(errors)):
+        scored = sorted(phrases[activity_id], key=lambda p: int(p["phrase_index"]))  # type: ignore[call-overload]
+        expected = sum(int(p["n_expected"]) for p in scored)  # type: ignore[call-overload]
+        correct = sum(int(p["n_correct"]) for p in scored)  # type: ignore[call-overload]
+        summary = [
+            {
+                "phrase_index": p["phrase_index"],
+                "expected_text": p["expected_text"],
+                "transcript": p["transcript"],
+                "accuracy": p["accuracy"],
+            }
+            for p in scored
+        ] + [
+            {"phrase_index": e["phrase_index"], "error": e["reason_code"]}
+            for e in sorted(errors[activity_id], key=lambda e: int(e["phrase_index"]))  # type: ignore[call-overload]
+        ]
+        records.append(
+            ActivityResult(
+                activity_id=activity_id,
+                tenant_id=tenants[activity_id],
+                activity_date=manifest.partition,  # type: ignore[arg-type]
+                n_phrases=len(scored) + len(errors[activity_id]),
+                n_scored=len(scored),
+                n_errors=len(errors[activity_id]),
+                n_expected_letters=expected,
+                n_correct_letters=correct,
+                accuracy=round(correct / expected, 4) if expected else None,
+                model_name=manifest.model.name,
+                model_version=manifest.model.version,
+                model_sha256=manifest.model.sha256,
+                run_id=manifest.run_id,
+                idempotency_key=idempotency_key(activity_id, manifest.model, manifest.run_id),
+                phrases=summary,
+            )
+        )
+    return records
+
+
+def build_published_scores(
+    store: ObjectStore, publisher: Publisher, partition_key: str
+) -> tuple[StageSummary, PublishReport]:
+    summary = StageSummary(Stage.PUBLISH, partition_key)
+    started = time.perf_counter()
+    manifest, rows = read_result_partition(store, partition_key)
+    records = activity_records(manifest, rows)
+    report = publisher.publish(partition_key, records)
+    summary.phrases_in = manifest.phrases_in
+    summary.phrases_ok = manifest.phrases_scored
+    summary.phrases_errored = manifest.phrases_errored
+    summary.count_errors(str(e["reason_code"]) for e in rows["errors"])
+    summary.extra["activities_published"] = report.published
+    summary.extra["activities_duplicate"] = report.duplicates
+    summary.extra["activities_failed"] = report.failed
+    summary.extra["destination"] = publisher.destination(partition_key)
+    summary.timings_ms["publish"] = (time.perf_counter() - started) * 1000
+    summary.preview = [
+        {
+            "activity_id": r.activity_id,
+            "phrases": r.n_phrases,
+            "errors": r.n_errors,
+            "accuracy": r.accuracy,
+        }
+        for r in records[:10]
+    ]
+    log.info(
+        "partition_published",
+        stage=Stage.PUBLISH.value,
+        partition=partition_key,
+        published=report.published,
+        duplicates=report.duplicates,
+        failed=report.failed,
+    )
+    if report.failed:
+        raise PublishFailedError(
+            f"{report.failed} of {len(records)} activities failed to publish: "
+            + ", ".join(sorted(set(report.failures.values())))
+        )
+    return summary, report
+
+
+class PublishFailedError(RuntimeError):
+    """Some activities were not delivered; the retry re-sends only those (idempotency keys)."""
+
+
+@dg.asset(
+    partitions_def=daily_partitions,
+    deps=["letter_scores"],
+    kinds={"json"},
+    group_name="letter_scoring",
+    description="One record per activity delivered to the consumer; duplicates are no-ops.",
+)
+def published_scores(
+    context: dg.AssetExecutionContext, store: ObjectStore, publisher: Publisher
+) -> dg.MaterializeResult:
+    summaries = [build_published_scores(store, publisher, key)[0] for key in context.partition_keys]
+    return dg.MaterializeResult(metadata=summary_metadata(summaries))

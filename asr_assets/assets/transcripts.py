@@ -1,0 +1,243 @@
+"""`transcripts`: CTC emissions per phrase (length-bucketed batches) and greedy decoding."""
+
+import io
+import time
+from collections import Counter
+from collections.abc import Mapping, Sequence
+
+import dagster as dg
+import numpy as np
+from pydantic import Field
+
+from asr_assets.assets.common import (
+    StageSummary,
+    carried_error,
+    error_fields,
+    key_fields,
+    summary_metadata,
+)
+from asr_assets.assets.partitions import daily_partitions
+from asr_assets.core.audio import decode_clip
+from asr_assets.core.batching import plan_batches
+from asr_assets.core.decoding import DecodeError, greedy_decode
+from asr_assets.core.errors import PhraseError, ReasonCode, Stage
+from asr_assets.core.storage import emissions_key, stage_table_key
+from asr_assets.core.tables import PHRASE_AUDIO_SCHEMA, TRANSCRIPTS_SCHEMA, to_table
+from asr_assets.inference.base import Emissions, InferenceEngine, InferenceError
+from asr_assets.observability.logging import get_logger
+from asr_assets.resources.inference import InferenceResource
+from asr_assets.resources.object_store import ObjectStore
+
+log = get_logger(__name__)
+
+
+class TranscriptsConfig(dg.Config):
+    robust_decoding: bool = Field(
+        default=True, description="Tolerate doubled separators and similar model quirks."
+    )
+    reuse_emissions: bool = Field(
+        default=True, description="Reuse stored emissions of the same model and audio."
+    )
+
+
+def encode_emissions(emissions: Emissions) -> bytes:
+    """float16 log-probabilities: half the bytes, and far more precision than decoding needs."""
+    buffer = io.BytesIO()
+    np.savez(
+        buffer,
+        log_probs=emissions.log_probs.astype(np.float16),
+        frame_duration_s=np.float64(emissions.frame_duration_s),
+    )
+    return buffer.getvalue()
+
+
+def decode_emissions(data: bytes) -> Emissions:
+    with np.load(io.BytesIO(data), allow_pickle=False) as archive:
+        return Emissions(
+            archive["log_probs"].astype(np.float32), float(archive["frame_duration_s"])
+        )
+
+
+def _infer_isolating(
+    engine: InferenceEngine, clips: Sequence[np.ndarray]
+) -> list[Emissions | PhraseError]:
+    """Run a batch; if it fails, run its phrases one by one so one bad phrase fails alone."""
+    try:
+        return list(engine.infer(clips))
+    except InferenceError as batch_error:
+        if len(clips) == 1:
+            return [PhraseError(ReasonCode.INFERENCE_FAILED, str(batch_error))]
+    results: list[Emissions | PhraseError] = []
+    for clip in clips:
+        try:
+            results.extend(engine.infer([clip]))
+        except InferenceError as exc:
+            results.append(PhraseError(ReasonCode.INFERENCE_FAILED, str(exc)))
+    return results
+
+
+def transcript_row(
+    row: Mapping[str, object],
+    emissions: Emissions,
+    key: str,
+    engine_name: str,
+    inference_ms: float,
+    engine: InferenceEngine,
+    robust: bool,
+) -> dict[str, object]:
+    try:
+        decoded = greedy_decode(emissions.log_probs, engine.vocabulary, robust=robust)
+    except DecodeError as exc:
+        error = PhraseError(ReasonCode.INFERENCE_FAILED, f"decoding failed: {exc}")
+        return {**key_fields(row), **error_fields(Stage.TRANSCRIPTS, error)}
+    return {
+        **key_fields(row),
+        "clip_key": row["clip_key"],
+        "duration_s": row["duration_s"],
+        "transcript": decoded.text,
+        "letters": decoded.letters,
+        "confidences": decoded.confidences,
+        "frame_starts": [s for s, _ in decoded.frame_spans],
+        "frame_ends": [e for _, e in decoded.frame_spans],
+        "anomalies": decoded.anomalies,
+        "emissions_key": key,
+        "num_frames": emissions.num_frames,
+        "frame_duration_s": emissions.frame_duration_s,
+        "engine": engine_name,
+        "inference_ms": round(inference_ms, 3),
+        "model_name": engine.model.name,
+        "model_version": engine.model.version,
+        "model_sha256": engine.model.sha256,
+    }
+
+
+def build_transcripts(
+    store: ObjectStore,
+    engine: InferenceEngine,
+    partition_key: str,
+    config: TranscriptsConfig,
+) -> StageSummary:
+    summary = StageSummary(Stage.TRANSCRIPTS, partition_key)
+    audio = store.read_table(
+        stage_table_key(Stage.PHRASE_AUDIO, partition_key), PHRASE_AUDIO_SCHEMA
+    ).to_pylist()
+    results: dict[int, dict[str, object]] = {}
+    pending: list[int] = []
+    for position, row in enumerate(audio):
+        carried = carried_error(row)
+        if carried is not None:
+            results[position] = {**key_fields(row), **carried}
+        else:
+            pending.append(position)
+
+    engines: Counter[str] = Counter()
+    started = time.perf_counter()
+    inference_total = 0.0
+    plans = plan_batches(
+        [int(audio[p]["num_samples"]) for p in pending],  # type: ignore[arg-type]
+        max_batch_size=engine.max_batch_size,
+        max_batch_samples=engine.max_batch_samples,
+    )
+    for plan in plans:
+        members = [pending[i] for i in plan.indices]
+        to_run: list[int] = []
+        for position in members:
+            row = audio[position]
+            key = emissions_key(engine.model.sha256, str(row["clip_sha256"]))
+            if config.reuse_emissions and store.exists(key):
+                results[position] = {
+                    "_cached": decode_emissions(store.read_bytes(key)),
+                    "_key": key,
+                }
+            else:
+                to_run.append(position)
+        batch_ms = 0.0
+        outputs: list[Emissions | PhraseError] = []
+        if to_run:
+            clips = [decode_clip(store.read_bytes(str(audio[p]["clip_key"]))) for p in to_run]
+            batch_started = time.perf_counter()
+            outputs = _infer_isolating(engine, clips)
+            batch_ms = (time.perf_counter() - batch_started) * 1000
+            inference_total += batch_ms
+        engine_name = getattr(engine, "last_engine_name", engine.name)
+        for position, output in zip(to_run, outputs, strict=True):
+            row = audio[position]
+            if isinstance(output, PhraseError):
+                results[position] = {**key_fields(row), **error_fields(Stage.TRANSCRIPTS, output)}
+                continue
+            key = emissions_key(engine.model.sha256, str(row["clip_sha256"]))
+            store.write_bytes(key, encode_emissions(output))
+            per_phrase_ms = batch_ms / max(1, len(to_run))
+            results[position] = transcript_row(
+                row, output, key, engine_name, per_phrase_ms, engine, config.robust_decoding
+            )
+            engines[engine_name] += 1
+        for position in members:
+            cached_entry = results[position]
+            if "_cached" in cached_entry:
+                cached: Emissions = cached_entry["_cached"]  # type: ignore[assignment]
+                results[position] = transcript_row(
+                    audio[position],
+                    cached,
+                    str(cached_entry["_key"]),
+                    "cache",
+                    0.0,
+                    engine,
+                    config.robust_decoding,
+                )
+                engines["cache"] += 1
+
+    rows = [results[position] for position in range(len(audio))]
+    store.write_table(
+        stage_table_key(Stage.TRANSCRIPTS, partition_key), to_table(rows, TRANSCRIPTS_SCHEMA)
+    )
+    summary.phrases_in = len(audio)
+    summary.count_errors(row.get("error_reason") for row in rows)  # type: ignore[misc]
+    summary.phrases_errored = sum(summary.errors_by_reason.values())
+    summary.phrases_ok = summary.phrases_in - summary.phrases_errored
+    summary.timings_ms["stage"] = (time.perf_counter() - started) * 1000
+    summary.timings_ms["inference"] = inference_total
+    summary.extra["batches"] = len(plans)
+    summary.extra["phrases_by_engine"] = dict(engines)
+    summary.extra["model"] = f"{engine.model.name}@{engine.model.version}"
+    summary.preview = [
+        {
+            "activity_id": r["activity_id"],
+            "phrase_index": r["phrase_index"],
+            "expected": r.get("expected_text"),
+            "transcript": r.get("transcript"),
+            "error": r.get("error_reason"),
+        }
+        for r in rows[:10]
+    ]
+    summary.check_reconciles()
+    log.info(
+        "stage_finished",
+        stage=Stage.TRANSCRIPTS.value,
+        partition=partition_key,
+        phrases_in=summary.phrases_in,
+        phrases_errored=summary.phrases_errored,
+        batches=len(plans),
+        latency_ms=round(summary.timings_ms["stage"], 1),
+    )
+    return summary
+
+
+@dg.asset(
+    partitions_def=daily_partitions,
+    deps=["phrase_audio"],
+    kinds={"pytorch"},
+    group_name="letter_scoring",
+    description="CTC emissions (float16, stored per model and clip) and greedy transcripts.",
+)
+def transcripts(
+    context: dg.AssetExecutionContext,
+    config: TranscriptsConfig,
+    store: ObjectStore,
+    inference: InferenceResource,
+) -> dg.MaterializeResult:
+    with inference.open_engine() as engine:
+        summaries = [
+            build_transcripts(store, engine, key, config) for key in context.partition_keys
+        ]
+    return dg.MaterializeResult(metadata=summary_metadata(summaries))

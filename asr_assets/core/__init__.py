@@ -1,0 +1,1 @@
+"""Pure domain logic: no Dagster imports, no network, no environment reads."""

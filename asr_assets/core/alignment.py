@@ -1,0 +1,227 @@
+"""Aligning what was read to what was expected.
+
+Two alignments answer two questions. The edit-distance alignment of recognized letters to
+expected letters decides *what* happened to each expected letter (correct, substituted, deleted,
+plus insertions). CTC forced alignment of the expected letters to the emissions decides *when*
+each expected letter was (or should have been) spoken and how well the audio supports it.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+
+import numpy as np
+
+from asr_assets.core.errors import PhraseError, ReasonCode
+
+
+class EditOp(StrEnum):
+    MATCH = "match"
+    SUBSTITUTE = "substitute"
+    DELETE = "delete"  # an expected letter that was not read
+    INSERT = "insert"  # a read letter that was not expected
+
+
+@dataclass(frozen=True)
+class EditStep:
+    op: EditOp
+    expected_index: int | None
+    recognized_index: int | None
+
+
+def edit_alignment(expected: Sequence[str], recognized: Sequence[str]) -> list[EditStep]:
+    """Levenshtein alignment with a deterministic backtrace.
+
+    Ties prefer match/substitution over a deletion+insertion pair, because a child who said the
+    wrong letter in the right place substituted it; that is the judgement a teacher makes.
+    """
+    n, m = len(expected), len(recognized)
+    cost = np.zeros((n + 1, m + 1), dtype=np.int32)
+    cost[:, 0] = np.arange(n + 1)
+    cost[0, :] = np.arange(m + 1)
+    for i in range(1, n + 1):
+        for j in range(1, m + 1):
+            diagonal = cost[i - 1, j - 1] + (expected[i - 1] != recognized[j - 1])
+            cost[i, j] = min(diagonal, cost[i - 1, j] + 1, cost[i, j - 1] + 1)
+    steps: list[EditStep] = []
+    i, j = n, m
+    while i > 0 or j > 0:
+        if i > 0 and j > 0:
+            same = expected[i - 1] == recognized[j - 1]
+            if cost[i, j] == cost[i - 1, j - 1] + (not same):
+                steps.append(EditStep(EditOp.MATCH if same else EditOp.SUBSTITUTE, i - 1, j - 1))
+                i, j = i - 1, j - 1
+                continue
+        if i > 0 and cost[i, j] == cost[i - 1, j] + 1:
+            steps.append(EditStep(EditOp.DELETE, i - 1, None))
+            i -= 1
+        else:
+            steps.append(EditStep(EditOp.INSERT, None, j - 1))
+            j -= 1
+    steps.reverse()
+    return steps
+
+
+@dataclass(frozen=True)
+class TokenSpan:
+    """Frames [start, end) assigned to one target token, and the mean posterior over them."""
+
+    token_id: int
+    start: int
+    end: int
+    score: float
+
+
+def min_frames_for(targets: Sequence[int]) -> int:
+    """CTC needs one frame per token plus a blank between each pair of equal neighbours."""
+    repeats = sum(1 for a, b in itertools.pairwise(targets) if a == b)
+    return len(targets) + repeats
+
+
+def fold_into_blank(log_probs: np.ndarray, blank_id: int, fold_ids: Sequence[int]) -> np.ndarray:
+    """Treat non-target tokens (the word separator) as part of the blank for alignment.
+
+    The expected letters carry no separators, but a letter model emits `|` in the pauses; folding
+    its mass into blank lets those frames fall between letters instead of being forced onto one.
+    """
+    folded = log_probs.astype(np.float32, copy=True)
+    for token_id in fold_ids:
+        folded[:, blank_id] = np.logaddexp(folded[:, blank_id], folded[:, token_id])
+    return folded
+
+
+def get_trellis(
+    log_probs: np.ndarray, targets: Sequence[int], blank_id: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Viterbi pass over the CTC topology, vectorised over states (one numpy step per frame).
+
+    States interleave blanks with targets (blank, t1, blank, t2, ..., blank). Returns the best
+    log score of reaching each final state and the backpointer offsets (0, 1 or 2) per frame and
+    state. A per-cell Python loop is ~100x slower; this is O(T) numpy calls of width 2L+1.
+    """
+    num_frames = log_probs.shape[0]
+    labels = np.full(2 * len(targets) + 1, blank_id, dtype=np.int64)
+    labels[1::2] = np.asarray(targets, dtype=np.int64)
+    num_states = labels.size
+    # A state may be entered from two back only for a target that differs from the previous one.
+    can_skip = np.zeros(num_states, dtype=bool)
+    can_skip[3::2] = labels[3::2] != labels[1:-2:2]
+    emit = log_probs[:, labels]  # (T, S)
+    neg_inf = np.float32(-np.inf)
+    score = np.full(num_states, neg_inf, dtype=np.float32)
+    score[0] = emit[0, 0]
+    if num_states > 1:
+        score[1] = emit[0, 1]
+    backpointers = np.zeros((num_frames, num_states), dtype=np.int8)
+    candidates = np.empty((3, num_states), dtype=np.float32)
+    for t in range(1, num_frames):
+        candidates[0] = score
+        candidates[1, 0] = neg_inf
+        candidates[1, 1:] = score[:-1]
+        candidates[2, :2] = neg_inf
+        candidates[2, 2:] = np.where(can_skip[2:], score[:-2], neg_inf)
+        best = np.argmax(candidates, axis=0)
+        score = candidates[best, np.arange(num_states)] + emit[t]
+        backpointers[t] = best
+    return score, backpointers
+
+
+def backtrack(final_score: np.ndarray, backpointers: np.ndarray, num_targets: int) -> np.ndarray:
+    """Best state per frame, ending in the last target or the trailing blank."""
+    num_frames, num_states = backpointers.shape
+    last = num_states - 1
+    state = last if num_states == 1 or final_score[last] >= final_score[last - 1] else last - 1
+    if not np.isfinite(final_score[state]):
+        raise PhraseError(ReasonCode.ALIGNMENT_FAILED, "no complete CTC path through the trellis")
+    path = np.empty(num_frames, dtype=np.int64)
+    for t in range(num_frames - 1, -1, -1):
+        path[t] = state
+        state -= int(backpointers[t, state])
+    if state > 1:
+        raise PhraseError(ReasonCode.ALIGNMENT_FAILED, "backtrace did not reach the first target")
+    del num_targets
+    return path
+
+
+def merge_repeats(
+    path: np.ndarray, log_probs: np.ndarray, targets: Sequence[int]
+) -> list[TokenSpan]:
+    """Collapse the per-frame state path into one span per target token."""
+    spans: list[TokenSpan] = []
+    for index, token_id in enumerate(targets):
+        frames = np.flatnonzero(path == 2 * index + 1)
+        if frames.size == 0:  # cannot happen for a complete path; guarded for clarity
+            raise PhraseError(ReasonCode.ALIGNMENT_FAILED, f"target {index} received no frame")
+        posterior = float(np.exp(log_probs[frames, token_id].astype(np.float64)).mean())
+        spans.append(TokenSpan(int(token_id), int(frames[0]), int(frames[-1]) + 1, posterior))
+    return spans
+
+
+def forced_align(
+    log_probs: np.ndarray,
+    targets: Sequence[int],
+    blank_id: int,
+    fold_ids: Sequence[int] = (),
+) -> list[TokenSpan]:
+    """CTC forced alignment of `targets` to (T, V) log-probabilities.
+
+    Raises `PhraseError(AUDIO_TOO_SHORT_FOR_SEQUENCE)` when there are fewer frames than the
+    sequence needs; the caller marks those letters `unaligned` rather than dropping them.
+    """
+    if len(targets) == 0:
+        return []
+    needed = min_frames_for(targets)
+    if log_probs.shape[0] < needed:
+        raise PhraseError(
+            ReasonCode.AUDIO_TOO_SHORT_FOR_SEQUENCE,
+            f"{log_probs.shape[0]} frames cannot hold {len(targets)} letters (need {needed})",
+        )
+    emissions = fold_into_blank(log_probs, blank_id, fold_ids) if fold_ids else log_probs
+    final, backpointers = get_trellis(emissions, targets, blank_id)
+    path = backtrack(final, backpointers, len(targets))
+    return merge_repeats(path, emissions, targets)
+
+
+def widen_spans(
+    spans: Sequence[TokenSpan],
+    num_frames: int,
+    frame_energy_db: np.ndarray | None = None,
+    *,
+    silence_below_peak_db: float = 35.0,
+) -> list[tuple[int, int]]:
+    """Turn spiky CTC token spans into spans covering the spoken letter.
+
+    CTC fires a letter for one or two frames somewhere inside the spoken letter name. Each letter
+    first claims the frames up to the midpoint between its neighbours' peaks, then, when frame
+    energies are given, gives back leading and trailing frames that are silent relative to the
+    phrase's loudest frame, so pauses between letters are not counted as the letter.
+    """
+    # One boundary between neighbours, so adjacent letters share it and never overlap.
+    bounds = [0] + [(a.end + b.start) // 2 for a, b in itertools.pairwise(spans)]
+    bounds.append(num_frames)
+    widened: list[tuple[int, int]] = []
+    for index, span in enumerate(spans):
+        left, right = bounds[index], bounds[index + 1]
+        start, end = min(left, span.start), max(right, span.end)
+        if frame_energy_db is not None and frame_energy_db.size >= end:
+            voiced = frame_energy_db[start:end] >= frame_energy_db.max() - silence_below_peak_db
+            if voiced.any():
+                first = int(np.argmax(voiced))
+                last = int(voiced.size - np.argmax(voiced[::-1]))
+                start, end = min(start + first, span.start), max(start + last, span.end)
+        widened.append((start, end))
+    return widened
+
+
+def frame_energy_db(samples: np.ndarray, num_frames: int) -> np.ndarray:
+    """Per-emission-frame energy in dB, frames spread evenly over the clip."""
+    if num_frames <= 0 or samples.size == 0:
+        return np.zeros(0, dtype=np.float32)
+    edges = np.linspace(0, samples.size, num_frames + 1).astype(np.int64)
+    squares = np.concatenate(([0.0], np.cumsum(np.square(samples, dtype=np.float64))))
+    counts = np.maximum(edges[1:] - edges[:-1], 1)
+    energy = (squares[edges[1:]] - squares[edges[:-1]]) / counts
+    return (10.0 * np.log10(energy + 1e-10)).astype(np.float32)

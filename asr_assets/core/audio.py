@@ -1,0 +1,192 @@
+"""Decoding, normalising and validating phrase audio.
+
+Everything downstream assumes 16 kHz mono float32 in [-1, 1] of a sane length; this module is the
+only place that turns arbitrary uploaded bytes into that, and it turns every way the bytes can be
+wrong into a `PhraseError` with a reason code instead of an exception that kills a partition.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from dataclasses import dataclass
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+from asr_assets.core.errors import PhraseError, ReasonCode
+
+TARGET_SAMPLE_RATE = 16_000
+# Bumped whenever decoding/normalisation changes, so content-addressed clips are recomputed.
+AUDIO_PIPELINE_VERSION = "1"
+
+
+@dataclass(frozen=True)
+class AudioPolicy:
+    """Validation thresholds. Defaults suit single read-aloud phrases of a few letters."""
+
+    min_duration_s: float = 0.25
+    max_duration_s: float = 60.0
+    max_source_seconds: float = 3600.0
+    silence_rms_dbfs: float = -55.0
+    clip_level: float = 0.999
+    max_clipped_fraction: float = 0.01
+
+
+@dataclass(frozen=True)
+class DecodedAudio:
+    """A validated clip plus what we learned about its source."""
+
+    samples: np.ndarray  # float32, mono, TARGET_SAMPLE_RATE
+    source_format: str
+    source_sample_rate: int
+    source_channels: int
+    peak: float
+    rms_dbfs: float
+
+    @property
+    def duration_s(self) -> float:
+        return len(self.samples) / TARGET_SAMPLE_RATE
+
+
+def clip_cache_key(source: bytes, start_s: float | None, end_s: float | None) -> str:
+    """Content address of a normalised clip: same bytes and cut give the same clip."""
+    digest = hashlib.sha256(source)
+    digest.update(f"|{start_s!r}|{end_s!r}|v{AUDIO_PIPELINE_VERSION}".encode())
+    return digest.hexdigest()
+
+
+def rms_dbfs(samples: np.ndarray) -> float:
+    if samples.size == 0:
+        return float("-inf")
+    rms = float(np.sqrt(np.mean(np.square(samples, dtype=np.float64))))
+    return 20.0 * np.log10(rms) if rms > 0 else float("-inf")
+
+
+def decode_audio(
+    data: bytes,
+    *,
+    start_s: float | None = None,
+    end_s: float | None = None,
+    policy: AudioPolicy = AudioPolicy(),
+) -> DecodedAudio:
+    """Decode bytes (wav, flac, ogg, mp3, ...) to a validated 16 kHz mono float32 clip.
+
+    With `start_s`/`end_s` only that segment is decoded, so one long activity recording can
+    serve many phrases without loading all of it.
+    """
+    if len(data) == 0:
+        raise PhraseError(ReasonCode.AUDIO_EMPTY, "audio object has zero bytes")
+    try:
+        with sf.SoundFile(io.BytesIO(data)) as handle:
+            source_rate = int(handle.samplerate)
+            channels = int(handle.channels)
+            declared_frames = int(handle.frames)
+            fmt = str(handle.format).lower()
+            if source_rate <= 0 or channels <= 0:
+                raise PhraseError(ReasonCode.AUDIO_UNDECODABLE, "header declares no samples")
+            if declared_frames > policy.max_source_seconds * source_rate:
+                raise PhraseError(
+                    ReasonCode.AUDIO_TOO_LONG,
+                    f"declared length {declared_frames / source_rate:.0f}s exceeds "
+                    f"{policy.max_source_seconds:.0f}s",
+                )
+            start_frame, stop_frame = _segment_frames(
+                start_s, end_s, source_rate, declared_frames, policy
+            )
+            if start_frame:
+                handle.seek(start_frame)
+            frames = -1 if stop_frame is None else stop_frame - start_frame
+            raw = handle.read(frames=frames, dtype="float32", always_2d=True)
+    except PhraseError:
+        raise
+    except (sf.LibsndfileError, RuntimeError, ValueError, EOFError) as exc:
+        raise PhraseError(ReasonCode.AUDIO_UNDECODABLE, f"cannot decode audio: {exc}") from exc
+    if start_s is not None and raw.shape[0] == 0:
+        raise PhraseError(ReasonCode.AUDIO_BAD_SEGMENT, "segment lies beyond the end of the audio")
+    return _normalise(raw, source_rate, channels, fmt, policy)
+
+
+def _segment_frames(
+    start_s: float | None,
+    end_s: float | None,
+    rate: int,
+    declared_frames: int,
+    policy: AudioPolicy,
+) -> tuple[int, int | None]:
+    if start_s is None or end_s is None:
+        return 0, None
+    if not (np.isfinite(start_s) and np.isfinite(end_s)) or start_s < 0 or end_s <= start_s:
+        raise PhraseError(ReasonCode.AUDIO_BAD_SEGMENT, f"invalid segment {start_s}..{end_s}")
+    if end_s - start_s > policy.max_duration_s:
+        raise PhraseError(
+            ReasonCode.AUDIO_TOO_LONG,
+            f"segment of {end_s - start_s:.1f}s exceeds {policy.max_duration_s:.0f}s",
+        )
+    start_frame = round(start_s * rate)
+    if declared_frames > 0 and start_frame >= declared_frames:
+        raise PhraseError(
+            ReasonCode.AUDIO_BAD_SEGMENT, "segment starts beyond the end of the audio"
+        )
+    return start_frame, round(end_s * rate)
+
+
+def _normalise(
+    raw: np.ndarray, rate: int, channels: int, fmt: str, policy: AudioPolicy
+) -> DecodedAudio:
+    if raw.size == 0:
+        raise PhraseError(ReasonCode.AUDIO_EMPTY, "audio decodes to zero samples")
+    if not np.all(np.isfinite(raw)):
+        raise PhraseError(ReasonCode.AUDIO_NON_FINITE, "audio contains NaN or infinite samples")
+    duration = raw.shape[0] / rate
+    if duration < policy.min_duration_s:
+        raise PhraseError(
+            ReasonCode.AUDIO_TOO_SHORT,
+            f"{duration:.3f}s is shorter than {policy.min_duration_s}s",
+        )
+    if duration > policy.max_duration_s:
+        raise PhraseError(
+            ReasonCode.AUDIO_TOO_LONG, f"{duration:.1f}s is longer than {policy.max_duration_s}s"
+        )
+    mono = raw.mean(axis=1, dtype=np.float32) if raw.shape[1] > 1 else raw[:, 0]
+    # Clipping is judged on the source: resampling smears the flat tops it is looking for.
+    clipped = float(np.mean(np.abs(raw) >= policy.clip_level))
+    level = rms_dbfs(mono)
+    if level < policy.silence_rms_dbfs:
+        raise PhraseError(
+            ReasonCode.AUDIO_SILENT,
+            f"level {level:.1f} dBFS is below the silence threshold {policy.silence_rms_dbfs}",
+        )
+    if clipped > policy.max_clipped_fraction:
+        raise PhraseError(
+            ReasonCode.AUDIO_CLIPPED,
+            f"{clipped:.1%} of samples are clipped (limit {policy.max_clipped_fraction:.1%})",
+        )
+    if rate != TARGET_SAMPLE_RATE:
+        mono = soxr.resample(mono, rate, TARGET_SAMPLE_RATE, quality="HQ").astype(np.float32)
+    mono = np.clip(mono, -1.0, 1.0)
+    return DecodedAudio(
+        samples=np.ascontiguousarray(mono, dtype=np.float32),
+        source_format=fmt,
+        source_sample_rate=rate,
+        source_channels=channels,
+        peak=float(np.max(np.abs(mono))),
+        rms_dbfs=level,
+    )
+
+
+def encode_clip(samples: np.ndarray) -> bytes:
+    """16 kHz int16 FLAC: lossless for what the model sees and ~3x smaller than float32."""
+    pcm = np.round(np.clip(samples, -1.0, 1.0) * 32767.0).astype(np.int16)
+    buffer = io.BytesIO()
+    sf.write(buffer, pcm, TARGET_SAMPLE_RATE, format="FLAC", subtype="PCM_16")
+    return buffer.getvalue()
+
+
+def decode_clip(data: bytes) -> np.ndarray:
+    """Read back a clip written by `encode_clip`."""
+    samples, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=False)
+    if rate != TARGET_SAMPLE_RATE:
+        raise ValueError(f"stored clip has sample rate {rate}, expected {TARGET_SAMPLE_RATE}")
+    return np.asarray(samples, dtype=np.float32)

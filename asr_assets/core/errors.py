@@ -1,0 +1,60 @@
+"""The one enumeration of reason codes, and the exception that carries one.
+
+Every phrase that cannot be scored leaves the run as an error row with one of these codes, so
+operators can count failures by cause across stages and runs.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Stage(StrEnum):
+    """Pipeline stage at which a phrase was judged; stored on every error row."""
+
+    ACTIVITIES = "activities"
+    PHRASE_AUDIO = "phrase_audio"
+    TRANSCRIPTS = "transcripts"
+    ALIGNMENTS = "alignments"
+    LETTER_SCORES = "letter_scores"
+    PUBLISH = "published_scores"
+
+
+class ReasonCode(StrEnum):
+    """Why a phrase (or a letter) could not be scored normally."""
+
+    # Catalog rows
+    MALFORMED_ROW = "malformed_row"
+    INVALID_EXPECTED_TEXT = "invalid_expected_text"
+    UNSAFE_AUDIO_KEY = "unsafe_audio_key"
+    DUPLICATE_PHRASE = "duplicate_phrase"
+    # Fetching audio
+    AUDIO_MISSING = "audio_missing"
+    AUDIO_TOO_LARGE = "audio_too_large"
+    AUDIO_FETCH_FAILED = "audio_fetch_failed"
+    # Decoding and validating audio
+    AUDIO_EMPTY = "audio_empty"
+    AUDIO_UNDECODABLE = "audio_undecodable"
+    AUDIO_TOO_SHORT = "audio_too_short"
+    AUDIO_TOO_LONG = "audio_too_long"
+    AUDIO_SILENT = "audio_silent"
+    AUDIO_CLIPPED = "audio_clipped"
+    AUDIO_NON_FINITE = "audio_non_finite"
+    AUDIO_BAD_SEGMENT = "audio_bad_segment"
+    # Inference and decoding
+    INFERENCE_FAILED = "inference_failed"
+    EMISSIONS_MISSING = "emissions_missing"
+    # Alignment (letter level: status `unaligned`)
+    AUDIO_TOO_SHORT_FOR_SEQUENCE = "audio_too_short_for_sequence"
+    ALIGNMENT_FAILED = "alignment_failed"
+    # Upstream stage produced no row for the phrase (should never happen; counted, not hidden)
+    MISSING_UPSTREAM = "missing_upstream"
+
+
+class PhraseError(Exception):
+    """A phrase-level failure with a reason code: becomes an error row, never crashes a run."""
+
+    def __init__(self, reason: ReasonCode, message: str) -> None:
+        super().__init__(f"{reason.value}: {message}")
+        self.reason = reason
+        self.message = message

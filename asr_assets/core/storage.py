@@ -1,0 +1,70 @@
+"""Where everything lives in the object store, and which keys are safe to use.
+
+One module owns the key layout so local and S3 stores, the sensor and the readers agree on it.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date
+
+MAX_KEY_LENGTH = 1024
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+CATALOG_PREFIX = "catalog/activities"
+RESULT_TABLES = ("letter_scores", "phrase_results", "errors")
+SUCCESS_FILE = "_SUCCESS"
+
+
+class UnsafeKeyError(ValueError):
+    """A key that could escape the store root or confuse a filesystem."""
+
+
+def validate_key(key: str) -> str:
+    """Reject keys before they reach a filesystem path or an S3 request.
+
+    Keys come from the catalog, i.e. from other teams' data: `..` segments, absolute paths,
+    backslashes, control characters and unbounded lengths are refused outright.
+    """
+    if not key or len(key) > MAX_KEY_LENGTH:
+        raise UnsafeKeyError(f"key length {len(key)} outside 1..{MAX_KEY_LENGTH}")
+    if _CONTROL.search(key):
+        raise UnsafeKeyError("key contains control characters")
+    if key.startswith("/") or "\\" in key or re.match(r"^[A-Za-z]:", key):
+        raise UnsafeKeyError("key must be relative and use '/' separators")
+    parts = key.split("/")
+    if any(part in ("", ".", "..") for part in parts):
+        raise UnsafeKeyError("key has empty, '.' or '..' segments")
+    return key
+
+
+def partition_date(partition_key: str) -> date:
+    return date.fromisoformat(partition_key)
+
+
+def catalog_partition_prefix(partition_key: str) -> str:
+    return f"{CATALOG_PREFIX}/activity_date={partition_date(partition_key).isoformat()}"
+
+
+def stage_table_key(stage: str, partition_key: str, name: str = "manifest") -> str:
+    """Working tables that pass between stages, one per stage and partition (overwritten)."""
+    return f"stages/{stage}/activity_date={partition_key}/{name}.parquet"
+
+
+def clip_key(clip_sha256: str) -> str:
+    return f"cache/audio/{clip_sha256[:2]}/{clip_sha256}.flac"
+
+
+def emissions_key(model_sha256: str, clip_sha256: str) -> str:
+    """Emissions are keyed by model and audio content: rerunning the same model reuses them."""
+    return f"cache/emissions/model={model_sha256[:16]}/{clip_sha256[:2]}/{clip_sha256}.npz"
+
+
+def result_prefix(table: str, partition_key: str) -> str:
+    if table not in RESULT_TABLES:
+        raise ValueError(f"unknown result table {table!r}")
+    return f"results/{table}/activity_date={partition_key}"
+
+
+def staging_prefix(run_id: str, partition_key: str) -> str:
+    return f"results/_staging/{run_id}/activity_date={partition_key}"

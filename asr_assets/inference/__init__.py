@@ -1,0 +1,1 @@
+"""Inference engines behind one protocol: local (torch), and later ONNX Runtime and Triton."""

@@ -1,0 +1,116 @@
+"""In-process CPU inference with torch: the embedded default and the fallback for Triton."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from asr_assets.core.audio import TARGET_SAMPLE_RATE
+from asr_assets.inference.base import Emissions, InferenceError
+from asr_assets.inference.model_dir import model_info, read_vocabulary, verify_checksums
+from asr_assets.observability.logging import get_logger
+
+log = get_logger(__name__)
+
+
+def frame_stride_samples(config: Any, feature_extractor: Any) -> int | None:
+    """Input samples per output frame, from the architecture's own configuration."""
+    conv_stride = getattr(config, "conv_stride", None)
+    if conv_stride and getattr(config, "feat_extract_norm", None) is not None:
+        return int(math.prod(conv_stride))
+    hop = getattr(feature_extractor, "hop_length", None)
+    stride = getattr(feature_extractor, "stride", 1)
+    if hop:
+        return int(hop) * int(stride or 1)
+    return None
+
+
+class LocalTorchEngine:
+    """Loads a verified Hugging Face CTC model directory and runs it under `inference_mode`.
+
+    torch and transformers are imported here, not at module import, so the code location and
+    the Triton path never pay for them.
+    """
+
+    name = "local-torch"
+
+    def __init__(
+        self,
+        model_dir: Path,
+        *,
+        num_threads: int | None = None,
+        max_batch_size: int = 16,
+        max_batch_seconds: float = 120.0,
+    ) -> None:
+        import torch
+        from transformers import AutoFeatureExtractor, AutoModelForCTC
+
+        started = time.perf_counter()
+        sha256 = verify_checksums(model_dir)
+        self.model = model_info(model_dir, sha256)
+        self.vocabulary = read_vocabulary(model_dir)
+        if num_threads:
+            torch.set_num_threads(num_threads)
+        self._torch = torch
+        self._network = AutoModelForCTC.from_pretrained(str(model_dir), local_files_only=True)
+        self._network.eval()
+        self._features = AutoFeatureExtractor.from_pretrained(str(model_dir), local_files_only=True)
+        self._stride = frame_stride_samples(self._network.config, self._features)
+        self.max_batch_size = max_batch_size
+        self.max_batch_samples = int(max_batch_seconds * TARGET_SAMPLE_RATE)
+        log.info(
+            "model_loaded",
+            model=self.model.name,
+            model_version=self.model.version,
+            engine=self.name,
+            load_ms=round((time.perf_counter() - started) * 1000, 1),
+        )
+
+    def infer(self, clips: Sequence[np.ndarray]) -> list[Emissions]:
+        if not clips:
+            return []
+        torch = self._torch
+        try:
+            inputs = self._features(
+                [np.asarray(c, dtype=np.float32) for c in clips],
+                sampling_rate=TARGET_SAMPLE_RATE,
+                padding=True,
+                return_attention_mask=True,
+                return_tensors="pt",
+            )
+            with torch.inference_mode():
+                logits = self._network(**inputs).logits
+                log_probs = torch.log_softmax(logits.float(), dim=-1).numpy()
+        except (RuntimeError, ValueError) as exc:
+            raise InferenceError(f"local inference failed: {exc}") from exc
+        lengths = self._output_lengths(inputs, [len(c) for c in clips], log_probs.shape[1])
+        outputs = []
+        for row, (clip, frames) in enumerate(zip(clips, lengths, strict=True)):
+            frame_s = (self._stride or len(clip) / max(frames, 1)) / TARGET_SAMPLE_RATE
+            outputs.append(Emissions(np.ascontiguousarray(log_probs[row, :frames]), frame_s))
+        return outputs
+
+    def _output_lengths(self, inputs: Any, samples: list[int], padded_frames: int) -> list[int]:
+        """Frames that belong to each clip, so padding frames never reach decoding."""
+        if self._stride:
+            # Conv front ends and framed features both yield about one frame per stride.
+            estimate = [max(1, min(padded_frames, s // self._stride)) for s in samples]
+            mask = inputs.get("attention_mask")
+            lengths_fn = getattr(self._network, "_get_feat_extract_output_lengths", None)
+            if mask is not None and lengths_fn is not None and "input_values" in inputs:
+                exact = lengths_fn(mask.sum(-1)).tolist()
+                return [max(1, min(padded_frames, int(n))) for n in exact]
+            if mask is not None and "input_features" in inputs:
+                feature_frames = mask.sum(-1).tolist()
+                return [max(1, min(padded_frames, int(n))) for n in feature_frames]
+            return estimate
+        longest = max(samples)
+        return [max(1, round(padded_frames * s / longest)) for s in samples]
+
+    def close(self) -> None:
+        self._network = None

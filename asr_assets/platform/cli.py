@@ -1,0 +1,133 @@
+"""`asr`: score partitions and read their results from a terminal.
+
+A thin layer over the same Definitions the Dagster UI uses; runs go to the Dagster instance in
+DAGSTER_HOME when it is set, so they show up in `make dev` too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+from collections import Counter
+from pathlib import Path
+
+from asr_assets.core.storage import CATALOG_PREFIX, result_prefix
+
+SAMPLE_DAY = "2026-11-27"
+SAMPLE_STORE = Path(__file__).resolve().parents[2] / "data" / "sample-store"
+
+
+def _instance():
+    import dagster as dg
+
+    if os.environ.get("DAGSTER_HOME"):
+        Path(os.environ["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
+        return dg.DagsterInstance.get()
+    return dg.DagsterInstance.ephemeral()
+
+
+def score(partitions: list[str]) -> bool:
+    """Materialize the whole graph for each partition; True when every run succeeded."""
+    import dagster as dg
+
+    from asr_assets.definitions import ALL_ASSETS, defs
+
+    definitions = defs()
+    ok = True
+    with _instance() as instance:
+        for partition in partitions:
+            result = dg.materialize(
+                ALL_ASSETS,
+                partition_key=partition,
+                resources=definitions.resources,
+                instance=instance,
+                raise_on_error=False,
+                tags={"asr/source": "cli"},
+            )
+            ok = ok and result.success
+            print(f"{partition}: run {result.run_id} {'succeeded' if result.success else 'FAILED'}")
+    return ok
+
+
+def summarize(partition: str) -> int:
+    """Print what a committed partition holds; reads through its _SUCCESS manifest only."""
+    from asr_assets.assets.published_scores import PartitionNotCommittedError, read_result_partition
+    from asr_assets.definitions import defs
+
+    resources = defs().resources
+    store = resources["store"]
+    try:
+        manifest, rows = read_result_partition(store, partition)
+    except PartitionNotCommittedError as exc:
+        print(f"not committed: {exc}", file=sys.stderr)
+        return 1
+    letters = rows["letter_scores"]
+    statuses = Counter(str(row["status"]) for row in letters)
+    expected = len(letters) - statuses.get("inserted", 0)
+    activities = {str(r["activity_id"]) for r in rows["phrase_results"]} | {
+        str(r["activity_id"]) for r in rows["errors"]
+    }
+    reasons = Counter(str(row["reason_code"]) for row in rows["errors"])
+    share = statuses.get("correct", 0) / expected if expected else 0.0
+    print(f"Partition {partition} (run {manifest.run_id})")
+    model = manifest.model
+    print(f"  model            {model.name} {model.version} ({model.sha256[:12]})")
+    print(f"  activities       {len(activities)}")
+    print(
+        f"  phrases          {manifest.phrases_in} in = {manifest.phrases_scored} scored"
+        f" + {manifest.phrases_errored} errored"
+    )
+    print(f"  expected letters {expected} (+{statuses.get('inserted', 0)} inserted)")
+    print(f"  share correct    {share:.1%}")
+    print("  letters          " + ", ".join(f"{k}={v}" for k, v in sorted(statuses.items())))
+    print(
+        "  errors           "
+        + (", ".join(f"{k}={v}" for k, v in sorted(reasons.items())) or "none")
+    )
+    print(f"  results          {store.uri(result_prefix('letter_scores', partition))}")
+    for table in ("phrase_results", "errors"):
+        print(f"                   {store.uri(result_prefix(table, partition))}")
+    publisher = resources["publisher"]
+    print(f"  published        {publisher.destination(partition)}")
+    return 0
+
+
+def prepare_sample(data_root: Path) -> None:
+    """Copy the shipped sample day into the data root unless that day is already there."""
+    target = data_root / CATALOG_PREFIX / f"activity_date={SAMPLE_DAY}"
+    if target.exists():
+        return
+    for source in SAMPLE_STORE.rglob("*"):
+        if source.is_file() and not source.name.endswith(".md"):
+            destination = data_root / source.relative_to(SAMPLE_STORE)
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, destination)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="asr", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    score_cmd = commands.add_parser("score", help="materialize the graph for partitions")
+    score_cmd.add_argument("partitions", nargs="+", metavar="YYYY-MM-DD")
+    summary_cmd = commands.add_parser("summary", help="summarize a committed partition")
+    summary_cmd.add_argument("partition", metavar="YYYY-MM-DD")
+    commands.add_parser("demo", help="score the shipped sample day and summarize it")
+    args = parser.parse_args(argv)
+
+    if args.command == "score":
+        return 0 if score(args.partitions) else 1
+    if args.command == "summary":
+        return summarize(args.partition)
+    data_root = Path(os.environ.get("ASR_DATA_ROOT", ".asr-data")).resolve()
+    prepare_sample(data_root)
+    os.environ["ASR_DATA_ROOT"] = str(data_root)
+    if not score([SAMPLE_DAY]):
+        return 1
+    print()
+    return summarize(SAMPLE_DAY)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

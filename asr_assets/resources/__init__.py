@@ -1,0 +1,1 @@
+"""ConfigurableResources: each an interface with one implementation per environment."""

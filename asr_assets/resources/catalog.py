@@ -1,0 +1,79 @@
+"""The activity catalog interface and its DuckDB (embedded) implementation."""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from pathlib import Path
+
+import dagster as dg
+import pyarrow as pa
+from pydantic import Field
+
+from asr_assets.core.sql import Dialect, activities_query
+from asr_assets.core.storage import catalog_partition_prefix, partition_date
+from asr_assets.core.tables import CATALOG_SCHEMA
+
+
+class CatalogUnavailableError(RuntimeError):
+    """The catalog could not be queried (after the resource's own retries)."""
+
+
+def conform_catalog_table(table: pa.Table) -> pa.Table:
+    """Cast a catalog result to the data contract's column types.
+
+    Writers differ (int64 phrase_index, ns timestamps, naive times); values that do not fit are
+    left to row validation in the activities stage, which turns them into error rows.
+    """
+    missing = [name for name in CATALOG_SCHEMA.names if name not in table.column_names]
+    if missing:
+        raise CatalogUnavailableError(f"catalog result lacks columns {missing}")
+    columns = []
+    for field in CATALOG_SCHEMA:
+        column = table.column(field.name)
+        if (
+            pa.types.is_timestamp(field.type)
+            and pa.types.is_timestamp(column.type)
+            and column.type.tz is None
+        ):
+            column = column.cast(pa.timestamp(column.type.unit, tz="UTC"))
+        try:
+            column = column.cast(field.type, safe=True)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            column = pa.array([None] * len(table), type=field.type)
+        columns.append(column)
+    return pa.Table.from_arrays(columns, schema=CATALOG_SCHEMA)
+
+
+class ActivityCatalog(dg.ConfigurableResource):
+    """Returns one partition's phrases in the catalog data contract."""
+
+    @abstractmethod
+    def fetch_activities(
+        self, partition_key: str, tenant_ids: list[str] | None = None
+    ) -> pa.Table: ...
+
+
+class DuckDBActivityCatalog(ActivityCatalog):
+    """Embedded catalog: DuckDB over the Parquet under `catalog/activities/` in the local store."""
+
+    root: str = Field(description="Local store root (ASR_DATA_ROOT) holding catalog/activities/.")
+
+    def fetch_activities(self, partition_key: str, tenant_ids: list[str] | None = None) -> pa.Table:
+        import duckdb
+
+        day = partition_date(partition_key)
+        directory = Path(self.root).resolve() / catalog_partition_prefix(partition_key)
+        if not any(directory.glob("*.parquet")):
+            return CATALOG_SCHEMA.empty_table()
+        source = "read_parquet(?, union_by_name = true, hive_partitioning = false)"
+        query = activities_query(Dialect.DUCKDB, source, day, tenant_ids)
+        connection = duckdb.connect(database=":memory:")
+        try:
+            result = connection.sql(
+                query.sql, params=[str(directory / "*.parquet"), *query.parameters]
+            ).to_arrow_table()
+        except duckdb.Error as exc:
+            raise CatalogUnavailableError(f"DuckDB catalog query failed: {exc}") from exc
+        finally:
+            connection.close()
+        return conform_catalog_table(result)

@@ -1,0 +1,239 @@
+"""The object store interface and its local-filesystem implementation.
+
+Assets, the sensor and the result commit protocol are written against `ObjectStore`; the local
+store below and the S3 store (aws environment) implement it, as hooli's `FileSystem` does.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import tempfile
+from abc import abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import dagster as dg
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pydantic import Field
+
+from asr_assets.core.storage import SUCCESS_FILE, validate_key
+
+
+class ObjectNotFoundError(KeyError):
+    """The key does not exist in the store."""
+
+
+class StoreUnavailableError(RuntimeError):
+    """The store could not be reached (after the resource's own retries)."""
+
+
+class InsufficientSpaceError(OSError):
+    """Writing would leave less free disk than the configured reserve."""
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    key: str
+    size: int
+    last_modified: datetime
+
+
+@dataclass(frozen=True)
+class ListPage:
+    objects: list[ObjectInfo]
+    next_token: str | None
+
+
+class ObjectStore(dg.ConfigurableResource):
+    """Keys are '/'-separated and relative; every key is validated before use."""
+
+    @abstractmethod
+    def read_bytes(self, key: str) -> bytes: ...
+
+    @abstractmethod
+    def write_bytes(self, key: str, data: bytes) -> None: ...
+
+    @abstractmethod
+    def size(self, key: str) -> int | None:
+        """Size in bytes, or None when the key does not exist."""
+
+    @abstractmethod
+    def delete(self, key: str) -> None: ...
+
+    @abstractmethod
+    def list_page(
+        self, prefix: str, *, start_after: str | None = None, max_keys: int = 1000
+    ) -> ListPage:
+        """One page of keys under `prefix` in lexicographic order, strictly after `start_after`."""
+
+    @abstractmethod
+    def copy(self, source_key: str, target_key: str) -> None: ...
+
+    def uri(self, key: str) -> str:
+        return key
+
+    def exists(self, key: str) -> bool:
+        return self.size(key) is not None
+
+    def iter_objects(self, prefix: str, *, start_after: str | None = None) -> Iterator[ObjectInfo]:
+        token = start_after
+        while True:
+            page = self.list_page(prefix, start_after=token)
+            yield from page.objects
+            if page.next_token is None:
+                return
+            token = page.next_token
+
+    def delete_prefix(self, prefix: str) -> int:
+        keys = [info.key for info in self.iter_objects(prefix)]
+        for key in keys:
+            self.delete(key)
+        return len(keys)
+
+    def write_table(self, key: str, table: pa.Table) -> None:
+        sink = io.BytesIO()
+        pq.write_table(table, sink, compression="zstd")
+        self.write_bytes(key, sink.getvalue())
+
+    def read_table(self, key: str, schema: pa.Schema | None = None) -> pa.Table:
+        table = pq.read_table(io.BytesIO(self.read_bytes(key)))
+        return table if schema is None else table.select(schema.names).cast(schema)
+
+    def write_json(self, key: str, payload: object) -> None:
+        self.write_bytes(key, json.dumps(payload, indent=2, sort_keys=True, default=str).encode())
+
+    def read_json(self, key: str) -> object:
+        return json.loads(self.read_bytes(key))
+
+    def commit_partition(
+        self, staged: dict[str, str], final_prefixes: dict[str, str], manifest: dict[str, object]
+    ) -> dict[str, str]:
+        """Publish staged files as result partitions; `_SUCCESS` is written last.
+
+        `staged` maps table name to a staged key and `final_prefixes` maps it to the partition
+        prefix. Readers trust a partition only through its `_SUCCESS`, which names its files, so
+        while this runs they see the old partition, then nothing, then the new one; never a mix.
+        Returns the final key of each table's data file.
+        """
+        for prefix in final_prefixes.values():
+            self.delete(f"{prefix}/{SUCCESS_FILE}")
+        final_keys: dict[str, str] = {}
+        for table, prefix in final_prefixes.items():
+            for info in list(self.iter_objects(f"{prefix}/")):
+                self.delete(info.key)
+            final_keys[table] = f"{prefix}/part-0.parquet"
+            self.copy(staged[table], final_keys[table])
+        # letter_scores last: it is the asset's own partition and the one checks read.
+        for table in sorted(final_prefixes, key=lambda name: name == "letter_scores"):
+            self.write_json(
+                f"{final_prefixes[table]}/{SUCCESS_FILE}", {**manifest, "files": final_keys}
+            )
+        for key in staged.values():
+            self.delete(key)
+        return final_keys
+
+    def read_committed(self, prefix: str) -> dict[str, object] | None:
+        """The `_SUCCESS` manifest of a committed partition, or None if it is not committed."""
+        key = f"{prefix}/{SUCCESS_FILE}"
+        if not self.exists(key):
+            return None
+        payload = self.read_json(key)
+        return payload if isinstance(payload, dict) else None
+
+
+class LocalObjectStore(ObjectStore):
+    """A directory on local disk; writes are atomic (temp file + rename)."""
+
+    root: str = Field(description="Directory that holds the store (ASR_DATA_ROOT).")
+    min_free_bytes: int = Field(
+        default=256 * 1024 * 1024, description="Refuse writes that would leave less free disk."
+    )
+
+    def _path(self, key: str) -> Path:
+        return Path(self.root).resolve() / validate_key(key)
+
+    def uri(self, key: str) -> str:
+        return str(self._path(key))
+
+    def read_bytes(self, key: str) -> bytes:
+        path = self._path(key)
+        try:
+            return path.read_bytes()
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
+            raise ObjectNotFoundError(key) from exc
+
+    def write_bytes(self, key: str, data: bytes) -> None:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        free = shutil.disk_usage(path.parent).free
+        if free - len(data) < self.min_free_bytes:
+            raise InsufficientSpaceError(
+                f"writing {len(data)} bytes would leave {free - len(data)} bytes free "
+                f"(reserve {self.min_free_bytes})"
+            )
+        handle, temp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(handle, "wb") as out:
+                out.write(data)
+            os.replace(temp, path)
+        except BaseException:
+            Path(temp).unlink(missing_ok=True)
+            raise
+
+    def size(self, key: str) -> int | None:
+        path = self._path(key)
+        return path.stat().st_size if path.is_file() else None
+
+    def delete(self, key: str) -> None:
+        path = self._path(key)
+        path.unlink(missing_ok=True)
+        # Drop directories the delete emptied, so listings and staging areas do not accumulate.
+        root = Path(self.root).resolve()
+        parent = path.parent
+        while parent != root and parent.is_dir() and not any(parent.iterdir()):
+            parent.rmdir()
+            parent = parent.parent
+
+    def copy(self, source_key: str, target_key: str) -> None:
+        target = self._path(target_key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        source = self._path(source_key)
+        if not source.is_file():
+            raise ObjectNotFoundError(source_key)
+        temp = target.with_name(f".tmp-{target.name}")
+        shutil.copyfile(source, temp)
+        os.replace(temp, target)
+
+    def list_page(
+        self, prefix: str, *, start_after: str | None = None, max_keys: int = 1000
+    ) -> ListPage:
+        root = Path(self.root).resolve()
+        # Walk only below the deepest directory the prefix names.
+        directory = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
+        base = root / validate_key(directory) if directory else root
+        keys: list[str] = []
+        if base.is_dir():
+            for dirpath, dirnames, filenames in os.walk(base):
+                dirnames[:] = [d for d in dirnames if not d.startswith(".tmp-")]
+                for filename in filenames:
+                    if filename.startswith(".tmp-"):
+                        continue
+                    key = Path(dirpath, filename).relative_to(root).as_posix()
+                    if key.startswith(prefix) and (start_after is None or key > start_after):
+                        keys.append(key)
+        keys.sort()
+        page_keys = keys[:max_keys]
+        objects = []
+        for key in page_keys:
+            stat = (root / key).stat()
+            objects.append(
+                ObjectInfo(key, stat.st_size, datetime.fromtimestamp(stat.st_mtime, tz=UTC))
+            )
+        next_token = page_keys[-1] if len(keys) > max_keys else None
+        return ListPage(objects, next_token)

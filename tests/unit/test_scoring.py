@@ -1,0 +1,87 @@
+import numpy as np
+import pytest
+
+from asr_assets.core.decoding import CtcVocabulary, greedy_decode
+from asr_assets.core.errors import ReasonCode
+from asr_assets.core.models import AlignmentMethod, LetterStatus, ModelInfo, Transcript
+from asr_assets.core.scoring import score_phrase
+from tests.unit.test_decoding import BLANK, SEP, VOCAB, emissions
+
+VOCABULARY = CtcVocabulary.from_vocab(VOCAB)
+MODEL = ModelInfo(name="m", version="1", sha256="f" * 64)
+
+
+def transcript_for(log_probs: np.ndarray) -> Transcript:
+    decoded = greedy_decode(log_probs, VOCABULARY)
+    return Transcript(
+        activity_id="a",
+        phrase_index=0,
+        letters=decoded.letters,
+        confidences=decoded.confidences,
+        frame_spans=decoded.frame_spans,
+        emissions_key="k",
+        num_frames=log_probs.shape[0],
+        frame_duration_s=0.02,
+        engine="test",
+        inference_ms=1.0,
+    )
+
+
+def statuses(result) -> list[tuple[str | None, str]]:
+    return [(row.expected, row.status.value) for row in result.letters]
+
+
+def test_correct_reading() -> None:
+    log_probs = emissions([BLANK, "b", BLANK, SEP, "d", BLANK, SEP, "p", BLANK])
+    result = score_phrase(["b", "d", "p"], transcript_for(log_probs), log_probs, VOCABULARY, MODEL)
+    assert statuses(result) == [("b", "correct"), ("d", "correct"), ("p", "correct")]
+    assert result.accuracy == 1.0 and result.method is AlignmentMethod.CTC_FORCED
+    spans = [(row.start_s, row.end_s) for row in result.letters]
+    assert all(start < end for start, end in spans)
+    assert [row.model_sha256 for row in result.letters] == [MODEL.sha256] * 3
+
+
+def test_substitution_deletion_and_insertion() -> None:
+    # expected b d p; read b q p x: d substituted by q, x inserted after p
+    log_probs = emissions(
+        [BLANK, "b", BLANK, SEP, "q", BLANK, SEP, "p", "p", BLANK, SEP, "x", BLANK]
+    )
+    result = score_phrase(["b", "d", "p"], transcript_for(log_probs), log_probs, VOCABULARY, MODEL)
+    assert statuses(result) == [
+        ("b", "correct"),
+        ("d", "substituted"),
+        ("p", "correct"),
+        (None, "inserted"),
+    ]
+    inserted = result.letters[3]
+    assert inserted.recognized == "x" and inserted.letter_index == 3
+    assert inserted.start_s == pytest.approx(11 * 0.02)
+    assert result.n_inserted == 1 and result.accuracy == pytest.approx(2 / 3)
+
+
+def test_deleted_letter_has_high_confidence_in_deletion() -> None:
+    log_probs = emissions([BLANK, "b", BLANK, BLANK, BLANK, BLANK, SEP, "p", BLANK])
+    result = score_phrase(["b", "d", "p"], transcript_for(log_probs), log_probs, VOCABULARY, MODEL)
+    deleted = result.letters[1]
+    assert deleted.status is LetterStatus.DELETED and deleted.recognized is None
+    assert deleted.confidence > 0.9 and deleted.alignment_score is not None
+    assert deleted.start_s is not None  # forced alignment still places it in time
+
+
+def test_too_short_for_sequence_marks_every_letter_unaligned() -> None:
+    log_probs = emissions(["b", "d"])
+    result = score_phrase(
+        ["b", "d", "p", "q"], transcript_for(log_probs), log_probs, VOCABULARY, MODEL
+    )
+    assert [row.status for row in result.letters] == [LetterStatus.UNALIGNED] * 4
+    assert {row.unaligned_reason for row in result.letters} == {
+        ReasonCode.AUDIO_TOO_SHORT_FOR_SEQUENCE
+    }
+    assert result.method is AlignmentMethod.EDIT_DISTANCE_ONLY
+    assert len(result.letters) == 4  # never a silent drop
+
+
+def test_missing_emissions_keep_every_letter() -> None:
+    log_probs = emissions([BLANK, "b", BLANK])
+    result = score_phrase(["b", "d"], transcript_for(log_probs), None, VOCABULARY, MODEL)
+    assert [row.unaligned_reason for row in result.letters] == [ReasonCode.EMISSIONS_MISSING] * 2

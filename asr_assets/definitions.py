@@ -19,10 +19,12 @@ from asr_assets.assets.partitions import daily_partitions
 from asr_assets.assets.phrase_audio import phrase_audio
 from asr_assets.assets.published_scores import published_scores
 from asr_assets.assets.transcripts import transcripts
+from asr_assets.checks import ALL_CHECKS
 from asr_assets.resources.catalog import DuckDBActivityCatalog
 from asr_assets.resources.inference import LocalInferenceResource
 from asr_assets.resources.object_store import LocalObjectStore
 from asr_assets.resources.publisher import LocalJsonlPublisher
+from asr_assets.sensors import ALL_SENSORS
 
 DEFAULT_DATA_ROOT = ".asr-data"
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "demo-letters"
@@ -82,7 +84,9 @@ def build_definitions(environ: Mapping[str, str]) -> dg.Definitions:
     environment = environment_from(environ)
     return dg.Definitions(
         assets=ALL_ASSETS,
+        asset_checks=ALL_CHECKS,
         jobs=[score_letters_job],
+        sensors=ALL_SENSORS,
         resources=RESOURCE_FACTORIES[environment](environ),
     )
 

@@ -26,6 +26,10 @@ class InferenceResource(dg.ConfigurableResource):
     def vocabulary(self) -> CtcVocabulary:
         """The model's tokens, for alignment; cheap (no weights are loaded)."""
 
+    def unavailable_reason(self) -> str | None:
+        """None when a run could use inference now; else why not (sensors skip with it)."""
+        return None
+
 
 class LocalInferenceResource(InferenceResource):
     """Torch on this machine's CPU, from a verified model directory (ASR_MODEL_DIR)."""

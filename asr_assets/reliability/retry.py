@@ -1,0 +1,101 @@
+"""Preconfigured tenacity retrying objects, one policy per dependency.
+
+Exponential backoff with full jitter (so many workers retrying after one outage do not stampede
+in lockstep), a bounded number of attempts and a bounded total delay. Each knob is tunable by an
+environment variable read when the policy is built, never at import:
+`ASR_RETRY_<DEPENDENCY>_ATTEMPTS`, `..._INITIAL_S`, `..._MAX_S`, `..._DEADLINE_S`.
+Which exceptions are worth retrying is the caller's knowledge (an S3 `SlowDown` is, a 403 is not),
+so callers pass a predicate.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from enum import StrEnum
+
+import tenacity
+
+from asr_assets.observability.logging import get_logger
+
+log = get_logger(__name__)
+
+
+class Dependency(StrEnum):
+    S3 = "s3"
+    ATHENA = "athena"
+    TRITON = "triton"
+    APPSYNC = "appsync"
+
+
+@dataclass(frozen=True)
+class RetrySettings:
+    attempts: int
+    initial_s: float
+    max_s: float
+    deadline_s: float
+
+
+DEFAULTS: Mapping[Dependency, RetrySettings] = {
+    Dependency.S3: RetrySettings(attempts=5, initial_s=0.1, max_s=5.0, deadline_s=60.0),
+    Dependency.ATHENA: RetrySettings(attempts=4, initial_s=0.5, max_s=10.0, deadline_s=120.0),
+    Dependency.TRITON: RetrySettings(attempts=3, initial_s=0.1, max_s=2.0, deadline_s=30.0),
+    Dependency.APPSYNC: RetrySettings(attempts=5, initial_s=0.2, max_s=10.0, deadline_s=60.0),
+}
+
+
+def settings_for(dependency: Dependency, environ: Mapping[str, str] | None = None) -> RetrySettings:
+    """Defaults overridden by `ASR_RETRY_<DEP>_<KNOB>` environment variables."""
+    env = os.environ if environ is None else environ
+    base = DEFAULTS[dependency]
+    prefix = f"ASR_RETRY_{dependency.value.upper()}_"
+    overrides: dict[str, float | int] = {}
+    for knob, cast in (
+        ("attempts", int),
+        ("initial_s", float),
+        ("max_s", float),
+        ("deadline_s", float),
+    ):
+        raw = env.get(prefix + knob.upper())
+        if raw is not None:
+            overrides[knob] = cast(raw)
+    return replace(base, **overrides)
+
+
+def retrying(
+    dependency: Dependency,
+    retry_if: Callable[[BaseException], bool],
+    *,
+    settings: RetrySettings | None = None,
+    on_retry: Callable[[tenacity.RetryCallState], None] | None = None,
+) -> tenacity.Retrying:
+    """A `tenacity.Retrying` for one dependency; the last exception is re-raised unchanged."""
+    chosen = settings or settings_for(dependency)
+
+    def _log_retry(state: tenacity.RetryCallState) -> None:
+        outcome = state.outcome
+        error = outcome.exception() if outcome is not None else None
+        log.warning(
+            "retrying",
+            dependency=dependency.value,
+            attempt=state.attempt_number,
+            error=type(error).__name__ if error else None,
+            sleep_s=round(state.upcoming_sleep, 3) if state.upcoming_sleep else 0.0,
+        )
+        if on_retry is not None:
+            on_retry(state)
+
+    return tenacity.Retrying(
+        stop=tenacity.stop_after_attempt(chosen.attempts)
+        | tenacity.stop_after_delay(chosen.deadline_s),
+        wait=tenacity.wait_random_exponential(multiplier=chosen.initial_s, max=chosen.max_s),
+        retry=tenacity.retry_if_exception(retry_if),
+        before_sleep=_log_retry,
+        reraise=True,
+    )
+
+
+# Quiet tenacity's own logger: our before_sleep hook logs every retry in our schema.
+logging.getLogger("tenacity").setLevel(logging.WARNING)

@@ -6,7 +6,7 @@ import dagster as dg
 from pydantic import ValidationError
 
 from asr_assets.assets.common import StageSummary, stage_error, summary_metadata
-from asr_assets.assets.partitions import daily_partitions
+from asr_assets.assets.partitions import daily_backfill_policy, daily_partitions
 from asr_assets.core.errors import ReasonCode, Stage
 from asr_assets.core.models import ActivityPhrase
 from asr_assets.core.storage import UnsafeKeyError, stage_table_key, validate_key
@@ -108,6 +108,7 @@ def build_activities(
 
 @dg.asset(
     partitions_def=daily_partitions,
+    backfill_policy=daily_backfill_policy,
     kinds={"duckdb", "parquet"},
     group_name="letter_scoring",
     description="The partition's phrases from the activity catalog, one row each, validated.",

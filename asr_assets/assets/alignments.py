@@ -8,7 +8,7 @@ import dagster as dg
 from pydantic import Field
 
 from asr_assets.assets.common import StageSummary, summary_metadata
-from asr_assets.assets.partitions import daily_partitions
+from asr_assets.assets.partitions import daily_backfill_policy, daily_partitions
 from asr_assets.assets.transcripts import decode_emissions
 from asr_assets.core.audio import decode_clip
 from asr_assets.core.decoding import CtcVocabulary
@@ -183,6 +183,7 @@ def build_alignments(
 
 @dg.asset(
     partitions_def=daily_partitions,
+    backfill_policy=daily_backfill_policy,
     deps=["transcripts"],
     kinds={"numpy"},
     group_name="letter_scoring",

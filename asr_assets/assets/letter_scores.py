@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from asr_assets.assets.common import ReconciliationError, StageSummary, summary_metadata
-from asr_assets.assets.partitions import daily_partitions
+from asr_assets.assets.partitions import daily_backfill_policy, daily_partitions
 from asr_assets.core.errors import Stage
 from asr_assets.core.models import ModelInfo, PartitionManifest
 from asr_assets.core.storage import (
@@ -129,6 +129,7 @@ def build_letter_scores(
 
 @dg.asset(
     partitions_def=daily_partitions,
+    backfill_policy=daily_backfill_policy,
     deps=["alignments"],
     kinds={"parquet"},
     group_name="letter_scoring",

@@ -14,7 +14,7 @@ from asr_assets.assets.common import (
     key_fields,
     summary_metadata,
 )
-from asr_assets.assets.partitions import daily_partitions
+from asr_assets.assets.partitions import daily_backfill_policy, daily_partitions
 from asr_assets.core.audio import (
     TARGET_SAMPLE_RATE,
     AudioPolicy,
@@ -170,6 +170,7 @@ def build_phrase_audio(
 
 @dg.asset(
     partitions_def=daily_partitions,
+    backfill_policy=daily_backfill_policy,
     deps=["activities"],
     kinds={"audio", "flac"},
     group_name="letter_scoring",

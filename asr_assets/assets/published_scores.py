@@ -7,7 +7,7 @@ from collections import defaultdict
 import dagster as dg
 
 from asr_assets.assets.common import StageSummary, summary_metadata
-from asr_assets.assets.partitions import daily_partitions
+from asr_assets.assets.partitions import daily_backfill_policy, daily_partitions
 from asr_assets.core.errors import Stage
 from asr_assets.core.models import ActivityResult, ModelInfo, PartitionManifest
 from asr_assets.core.storage import result_prefix
@@ -142,6 +142,7 @@ class PublishFailedError(RuntimeError):
 
 @dg.asset(
     partitions_def=daily_partitions,
+    backfill_policy=daily_backfill_policy,
     deps=["letter_scores"],
     kinds={"json"},
     group_name="letter_scoring",

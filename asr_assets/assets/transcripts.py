@@ -16,7 +16,7 @@ from asr_assets.assets.common import (
     key_fields,
     summary_metadata,
 )
-from asr_assets.assets.partitions import daily_partitions
+from asr_assets.assets.partitions import daily_backfill_policy, daily_partitions
 from asr_assets.core.audio import decode_clip
 from asr_assets.core.batching import plan_batches
 from asr_assets.core.decoding import DecodeError, greedy_decode
@@ -225,6 +225,7 @@ def build_transcripts(
 
 @dg.asset(
     partitions_def=daily_partitions,
+    backfill_policy=daily_backfill_policy,
     deps=["phrase_audio"],
     kinds={"pytorch"},
     group_name="letter_scoring",

@@ -131,3 +131,33 @@ def test_student_ids_never_reach_logs(scored_day) -> None:
     records = instance.all_logs(result.run_id)
     text = "\n".join(str(record.user_message) for record in records)
     assert "student-secret" not in text
+
+
+def test_one_run_scores_several_partitions(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """The backfill policy groups days per run; each day gets its own committed partition."""
+    days = [date(2026, 11, 25), date(2026, 11, 26)]
+    for day in days:
+        standard_day(tmp_path, day)
+    definitions = build_definitions(
+        {"ASR_DATA_ROOT": str(tmp_path), "ASR_MODEL_DIR": str(tiny_model_dir)}
+    )
+    with dg.instance_for_test() as instance:
+        result = dg.materialize(
+            ALL_ASSETS,
+            resources=definitions.resources,
+            tags={
+                "dagster/asset_partition_range_start": "2026-11-25",
+                "dagster/asset_partition_range_end": "2026-11-26",
+            },
+            instance=instance,
+        )
+        assert result.success
+        for day in days:
+            manifest = json.loads(
+                (
+                    tmp_path / "results" / "letter_scores" / f"activity_date={day}" / "_SUCCESS"
+                ).read_text()
+            )
+            assert manifest["run_id"] == result.run_id and manifest["phrases_in"] == 10
+        materialized = instance.get_materialized_partitions(dg.AssetKey("letter_scores"))
+        assert materialized == {d.isoformat() for d in days}

@@ -45,5 +45,14 @@ format: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench
 
+# Accuracy benchmark: a held-out-voice labeled store (synthesized once), scored by the pipeline.
+EVAL_STORE ?= .tmp/eval-store
+ASR_MODEL_DIR ?= models/demo-letters
+eval: $(STAMP) system-deps
+	test -d $(EVAL_STORE)/catalog || $(BIN)/python -m tools.synthesize dataset --out $(EVAL_STORE) \
+	  --seed 1 --start-date 2026-11-01 --days 2 --activities 40 --voices heldout
+	$(BIN)/python -m tools.evaluate --store $(EVAL_STORE) --model-dir $(ASR_MODEL_DIR) \
+	  --out bench/out/eval.json
+
 clean:
 	rm -rf $(VENV) .asr-data .dagster-home .pytest_cache .ruff_cache

@@ -21,6 +21,7 @@ from asr_assets.core.tables import (
     LETTER_SCORES_SCHEMA,
     PHRASE_RESULTS_SCHEMA,
     TRANSCRIPTS_SCHEMA,
+    TableBuilder,
     to_table,
 )
 from asr_assets.observability.logging import get_logger
@@ -122,11 +123,12 @@ def build_alignments(
     transcripts_table = store.read_table(
         stage_table_key(Stage.TRANSCRIPTS, partition_key), TRANSCRIPTS_SCHEMA
     )
-    letter_rows: list[dict[str, object]] = []
+    letter_rows = TableBuilder(LETTER_SCORES_SCHEMA)
     phrase_rows: list[dict[str, object]] = []
     errors: list[dict[str, object]] = []
     statuses: Counter[str] = Counter()
-    for row in transcripts_table.to_pylist():
+    rows = (row for batch in transcripts_table.to_batches(1024) for row in batch.to_pylist())
+    for row in rows:
         if row.get("error_reason") is not None:
             errors.append(
                 error_row(row, row["error_stage"], row["error_reason"], row["error_message"] or "")
@@ -140,14 +142,12 @@ def build_alignments(
         letter_rows.extend(letters)
         phrase_rows.append(phrase)
         statuses.update(str(letter["status"]) for letter in letters)
-    for name, rows, schema in (
-        ("letter_scores", letter_rows, LETTER_SCORES_SCHEMA),
-        ("phrase_results", phrase_rows, PHRASE_RESULTS_SCHEMA),
-        ("errors", errors, ERRORS_SCHEMA),
+    for name, table in (
+        ("letter_scores", letter_rows.to_table()),
+        ("phrase_results", to_table(phrase_rows, PHRASE_RESULTS_SCHEMA)),
+        ("errors", to_table(errors, ERRORS_SCHEMA)),
     ):
-        store.write_table(
-            stage_table_key(Stage.ALIGNMENTS, partition_key, name), to_table(rows, schema)
-        )
+        store.write_table(stage_table_key(Stage.ALIGNMENTS, partition_key, name), table)
     summary.phrases_in = transcripts_table.num_rows
     summary.phrases_ok = len(phrase_rows)
     summary.phrases_errored = len(errors)

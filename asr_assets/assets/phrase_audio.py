@@ -135,8 +135,13 @@ def build_phrase_audio(
             return {**key_fields(row), **carried}
         return prepare_clip(store, row, policy, max_bytes)
 
+    rows: list[dict[str, object]] = []
+    # Chunks bound the decoded audio alive at once to about `workers` clips, whatever the size
+    # of the partition (Executor.map would submit every phrase up front).
+    chunk = config.workers * 4
     with ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="phrase-audio") as pool:
-        rows = list(pool.map(process, records))
+        for offset in range(0, len(records), chunk):
+            rows.extend(pool.map(process, records[offset : offset + chunk]))
     store.write_table(
         stage_table_key(Stage.PHRASE_AUDIO, partition_key), to_table(rows, PHRASE_AUDIO_SCHEMA)
     )

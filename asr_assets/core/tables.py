@@ -162,9 +162,50 @@ def to_table(rows: Iterable[Mapping[str, object] | BaseModel], schema: pa.Schema
         extra = set(record) - names
         if extra:
             raise ValueError(f"columns {sorted(extra)} are not in the schema")
-    return pa.Table.from_pylist(records, schema=schema)
+    table = pa.Table.from_pylist(records, schema=schema)
+    # Arrow does not enforce `nullable=False` on construction; keys must never be null.
+    for field in schema:
+        if not field.nullable and table.column(field.name).null_count:
+            raise ValueError(f"column {field.name!r} must not be null")
+    return table
 
 
 def error_mask_count(table: pa.Table) -> int:
     """Rows of a stage table that carry an error."""
     return table.num_rows - table.column("error_reason").null_count
+
+
+class TableBuilder:
+    """Collects rows as Arrow record batches of `chunk_rows` rows.
+
+    A Python dict per row costs about a kilobyte; the same row in a record batch costs tens of
+    bytes, so a stage that emits a row per letter keeps its memory flat as partitions grow.
+    """
+
+    def __init__(self, schema: pa.Schema, chunk_rows: int = 4096) -> None:
+        self.schema = schema
+        self.chunk_rows = chunk_rows
+        self._pending: list[Mapping[str, object]] = []
+        self._batches: list[pa.RecordBatch] = []
+        self.num_rows = 0
+
+    def append(self, row: Mapping[str, object]) -> None:
+        self._pending.append(row)
+        self.num_rows += 1
+        if len(self._pending) >= self.chunk_rows:
+            self._flush()
+
+    def extend(self, rows: Iterable[Mapping[str, object]]) -> None:
+        for row in rows:
+            self.append(row)
+
+    def _flush(self) -> None:
+        if self._pending:
+            self._batches.append(
+                to_table(self._pending, self.schema).combine_chunks().to_batches()[0]
+            )
+            self._pending = []
+
+    def to_table(self) -> pa.Table:
+        self._flush()
+        return pa.Table.from_batches(self._batches, schema=self.schema)

@@ -1,0 +1,1 @@
+"""Benchmarks: figures, not pass/fail tests. `make bench` runs them all; never run in CI."""

@@ -1,0 +1,1 @@
+"""Accuracy benchmark: score a labeled store through the real pipeline and compare with truth."""

@@ -58,21 +58,39 @@ def decode_emissions(data: bytes) -> Emissions:
         )
 
 
+def engine_names(engine: InferenceEngine, count: int) -> list[str]:
+    """Which engine scored each clip of the engine's last `infer` call.
+
+    A fallback engine can switch engines between calls (Triton down, local takes over), so the
+    attribution is read after every call, per clip when the engine says (`last_engine_names`),
+    else per call (`last_engine_name`), else its name.
+    """
+    names = getattr(engine, "last_engine_names", None)
+    if isinstance(names, list) and len(names) == count:
+        return [str(name) for name in names]
+    return [str(getattr(engine, "last_engine_name", engine.name))] * count
+
+
 def _infer_isolating(
     engine: InferenceEngine, clips: Sequence[np.ndarray]
-) -> list[Emissions | PhraseError]:
-    """Run a batch; if it fails, run its phrases one by one so one bad phrase fails alone."""
+) -> list[tuple[Emissions | PhraseError, str]]:
+    """Run a batch; if it fails, run its phrases one by one so one bad phrase fails alone.
+
+    Each output comes with the name of the engine that produced it.
+    """
     try:
-        return list(engine.infer(clips))
+        outputs = list(engine.infer(clips))
+        return list(zip(outputs, engine_names(engine, len(outputs)), strict=True))
     except InferenceError as batch_error:
         if len(clips) == 1:
-            return [PhraseError(ReasonCode.INFERENCE_FAILED, str(batch_error))]
-    results: list[Emissions | PhraseError] = []
+            return [(PhraseError(ReasonCode.INFERENCE_FAILED, str(batch_error)), engine.name)]
+    results: list[tuple[Emissions | PhraseError, str]] = []
     for clip in clips:
         try:
-            results.extend(engine.infer([clip]))
+            (output,) = engine.infer([clip])
+            results.append((output, engine_names(engine, 1)[0]))
         except InferenceError as exc:
-            results.append(PhraseError(ReasonCode.INFERENCE_FAILED, str(exc)))
+            results.append((PhraseError(ReasonCode.INFERENCE_FAILED, str(exc)), engine.name))
     return results
 
 
@@ -152,15 +170,14 @@ def build_transcripts(
             else:
                 to_run.append(position)
         batch_ms = 0.0
-        outputs: list[Emissions | PhraseError] = []
+        outputs: list[tuple[Emissions | PhraseError, str]] = []
         if to_run:
             clips = [decode_clip(store.read_bytes(str(audio[p]["clip_key"]))) for p in to_run]
             batch_started = time.perf_counter()
             outputs = _infer_isolating(engine, clips)
             batch_ms = (time.perf_counter() - batch_started) * 1000
             inference_total += batch_ms
-        engine_name = getattr(engine, "last_engine_name", engine.name)
-        for position, output in zip(to_run, outputs, strict=True):
+        for position, (output, engine_name) in zip(to_run, outputs, strict=True):
             row = audio[position]
             if isinstance(output, PhraseError):
                 results[position] = {**key_fields(row), **error_fields(Stage.TRANSCRIPTS, output)}
@@ -199,6 +216,9 @@ def build_transcripts(
     summary.timings_ms["inference"] = inference_total
     summary.extra["batches"] = len(plans)
     summary.extra["phrases_by_engine"] = dict(engines)
+    report = getattr(engine, "fallback_report", None)
+    if callable(report):
+        summary.extra["inference_fallback"] = report()
     summary.extra["model"] = f"{engine.model.name}@{engine.model.version}"
     summary.preview = [
         {
@@ -241,4 +261,11 @@ def transcripts(
         summaries = [
             build_transcripts(store, engine, key, config) for key in context.partition_keys
         ]
+    fallback = summaries[-1].extra.get("inference_fallback") if summaries else None
+    if isinstance(fallback, dict) and fallback.get("fell_back"):
+        context.log.warning(
+            f"inference fell back from {fallback.get('primary')} to the local engine "
+            f"({fallback.get('last_fallback_reason')}); phrases by engine: "
+            f"{[s.extra.get('phrases_by_engine') for s in summaries]}"
+        )
     return dg.MaterializeResult(metadata=summary_metadata(summaries))

@@ -1,0 +1,7 @@
+"""`python -m tools.export`: see `tools/export/cli.py`."""
+
+import sys
+
+from tools.export.cli import main
+
+sys.exit(main())

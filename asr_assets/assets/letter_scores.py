@@ -1,12 +1,19 @@
-"""`letter_scores`: the result partition, staged and then committed with a `_SUCCESS` manifest."""
+"""`letter_scores`: the result partition, staged and then committed with a `_SUCCESS` manifest.
+
+It also owns the partition's quarantine marker: a `_QUARANTINED` report beside `_SUCCESS` that a
+failed quality gate writes and `published_scores` refuses to publish past. A new commit replaces
+the data the report judged, so committing clears it; the gates then judge the new data.
+"""
 
 import time
 from collections import Counter
 from datetime import UTC, datetime
+from typing import Any
 
 import dagster as dg
 import pyarrow as pa
 import pyarrow.compute as pc
+from pydantic import BaseModel, ConfigDict
 
 from asr_assets.assets.common import ReconciliationError, StageSummary, summary_metadata
 from asr_assets.assets.partitions import daily_backfill_policy, daily_partitions
@@ -23,6 +30,96 @@ from asr_assets.observability.logging import get_logger
 from asr_assets.resources.object_store import ObjectStore
 
 log = get_logger(__name__)
+
+QUARANTINE_FILE = "_QUARANTINED"
+RELEASE_INSTRUCTIONS = (
+    "Read failed_expectations and sample_rows, fix the cause (catalog rows, audio, model, "
+    "thresholds), then rematerialize letter_scores for this partition (with its checks): the new "
+    "commit removes this file and the gates judge the new data. Re-running only the checks "
+    "after a threshold change also lifts a gate's entry once that gate passes."
+)
+
+
+class QuarantineEntry(BaseModel):
+    """Why one gate (activities or letter_scores) stopped this partition from being published."""
+
+    model_config = ConfigDict(frozen=True)
+
+    gate: str
+    check_run_id: str
+    result_run_id: str | None
+    quarantined_at: datetime
+    failed_checks: list[str]
+    summary: str
+    failed_expectations: list[dict[str, Any]]
+
+
+class QuarantineReport(BaseModel):
+    """Contents of `_QUARANTINED`: one entry per gate that failed; read by people and by publish."""
+
+    model_config = ConfigDict(frozen=True)
+
+    partition: str
+    gates: dict[str, QuarantineEntry]
+    how_to_release: str = RELEASE_INSTRUCTIONS
+
+
+def quarantine_key(partition_key: str) -> str:
+    return f"{result_prefix('letter_scores', partition_key)}/{QUARANTINE_FILE}"
+
+
+def read_quarantine(store: ObjectStore, partition_key: str) -> QuarantineReport | None:
+    """The partition's quarantine report, or None when it may be published."""
+    key = quarantine_key(partition_key)
+    if not store.exists(key):
+        return None
+    return QuarantineReport.model_validate(store.read_json(key))
+
+
+def quarantine_partition(store: ObjectStore, partition_key: str, entry: QuarantineEntry) -> str:
+    """Add (or replace) one gate's entry in the partition's report; returns the report's key."""
+    current = read_quarantine(store, partition_key)
+    gates = dict(current.gates) if current else {}
+    gates[entry.gate] = entry
+    key = quarantine_key(partition_key)
+    store.write_json(
+        key, QuarantineReport(partition=partition_key, gates=gates).model_dump(mode="json")
+    )
+    log.warning(
+        "partition_quarantined",
+        stage=Stage.LETTER_SCORES.value,
+        partition=partition_key,
+        gate=entry.gate,
+        failed_checks=entry.failed_checks,
+        run_id=entry.check_run_id,
+    )
+    return key
+
+
+def release_quarantine(
+    store: ObjectStore, partition_key: str, gate: str, result_run_id: str | None = None
+) -> bool:
+    """Drop `gate`'s entry after that gate passed; the file goes when no entry is left.
+
+    With `result_run_id`, only an entry about that same committed data is dropped: a pass on new
+    data says nothing about the data an older entry judged.
+    """
+    current = read_quarantine(store, partition_key)
+    if current is None or gate not in current.gates:
+        return False
+    entry = current.gates[gate]
+    if result_run_id is not None and entry.result_run_id not in (None, result_run_id):
+        return False
+    gates = {name: e for name, e in current.gates.items() if name != gate}
+    key = quarantine_key(partition_key)
+    if gates:
+        store.write_json(
+            key, QuarantineReport(partition=partition_key, gates=gates).model_dump(mode="json")
+        )
+    else:
+        store.delete(key)
+    log.info("quarantine_lifted", partition=partition_key, gate=gate, remaining=sorted(gates))
+    return True
 
 
 def _partition_model(phrase_table: pa.Table, fallback: ModelInfo | None) -> ModelInfo:
@@ -76,6 +173,11 @@ def build_letter_scores(
         manifest.model_dump(mode="json"),
     )
     manifest = manifest.model_copy(update={"files": final_keys})
+    # The commit replaced everything under the partition prefix; delete the marker explicitly
+    # too, so a store whose commit keeps unknown objects cannot leave a stale verdict behind.
+    if store.exists(quarantine_key(partition_key)):
+        store.delete(quarantine_key(partition_key))
+        log.info("quarantine_cleared_by_commit", partition=partition_key, run_id=run_id)
 
     letters = tables["letter_scores"]
     statuses = Counter(letters.column("status").to_pylist())

@@ -1,12 +1,18 @@
-"""`published_scores`: one idempotent record per activity, pushed to the consumer."""
+"""`published_scores`: one idempotent record per activity, pushed to the consumer.
+
+A partition whose `_QUARANTINED` report exists (a blocking quality gate failed on it) is never
+published: the asset skips it, publishes the run's other partitions, and then fails naming it.
+"""
 
 import hashlib
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
 
 import dagster as dg
 
 from asr_assets.assets.common import StageSummary, summary_metadata
+from asr_assets.assets.letter_scores import quarantine_key, read_quarantine
 from asr_assets.assets.partitions import daily_backfill_policy, daily_partitions
 from asr_assets.core.errors import Stage
 from asr_assets.core.models import ActivityResult, ModelInfo, PartitionManifest
@@ -21,6 +27,10 @@ log = get_logger(__name__)
 
 class PartitionNotCommittedError(RuntimeError):
     """Publishing reads only committed partitions."""
+
+
+class PartitionQuarantinedError(RuntimeError):
+    """A quality gate quarantined the partition; its scores must not reach the consumer."""
 
 
 def idempotency_key(activity_id: str, model: ModelInfo, run_id: str) -> str:
@@ -94,9 +104,20 @@ def activity_records(
     return records
 
 
-def build_published_scores(
+def publish_partition(
     store: ObjectStore, publisher: Publisher, partition_key: str
-) -> tuple[StageSummary, PublishReport]:
+) -> tuple[StageSummary, PublishReport, int]:
+    """Publish one committed, unquarantined partition; returns (summary, report, records).
+
+    Failed deliveries are counted in the report, not raised, so the caller can publish the run's
+    other partitions and report every failure together.
+    """
+    quarantine = read_quarantine(store, partition_key)
+    if quarantine is not None:
+        raise PartitionQuarantinedError(
+            f"letter_scores {partition_key} is quarantined by "
+            f"{', '.join(sorted(quarantine.gates))}: see {store.uri(quarantine_key(partition_key))}"
+        )
     summary = StageSummary(Stage.PUBLISH, partition_key)
     started = time.perf_counter()
     manifest, rows = read_result_partition(store, partition_key)
@@ -109,6 +130,7 @@ def build_published_scores(
     summary.extra["activities_published"] = report.published
     summary.extra["activities_duplicate"] = report.duplicates
     summary.extra["activities_failed"] = report.failed
+    summary.extra["publish_retries"] = report.retries
     summary.extra["destination"] = publisher.destination(partition_key)
     summary.timings_ms["publish"] = (time.perf_counter() - started) * 1000
     summary.preview = [
@@ -127,13 +149,75 @@ def build_published_scores(
         published=report.published,
         duplicates=report.duplicates,
         failed=report.failed,
+        retries=report.retries,
     )
+    return summary, report, len(records)
+
+
+def build_published_scores(
+    store: ObjectStore, publisher: Publisher, partition_key: str
+) -> tuple[StageSummary, PublishReport]:
+    """Publish one partition; raises when any activity could not be delivered."""
+    summary, report, records = publish_partition(store, publisher, partition_key)
     if report.failed:
         raise PublishFailedError(
-            f"{report.failed} of {len(records)} activities failed to publish: "
+            f"{report.failed} of {records} activities failed to publish: "
             + ", ".join(sorted(set(report.failures.values())))
         )
     return summary, report
+
+
+@dataclass
+class PublishRun:
+    """Everything one run of the asset did, across its partitions: what the metadata shows."""
+
+    summaries: list[StageSummary] = field(default_factory=list)
+    reports: dict[str, PublishReport] = field(default_factory=dict)
+    quarantined: dict[str, str] = field(default_factory=dict)  # partition -> report location
+
+    def totals(self) -> dict[str, dg.MetadataValue]:
+        reasons: Counter[str] = Counter()
+        for report in self.reports.values():
+            reasons.update(report.failures.values())
+        per_partition = {
+            key: {
+                "published": r.published,
+                "duplicates": r.duplicates,
+                "failed": r.failed,
+                "retries": r.retries,
+            }
+            for key, r in self.reports.items()
+        }
+        return {
+            "activities_published": dg.MetadataValue.int(
+                sum(r.published for r in self.reports.values())
+            ),
+            "activities_duplicate": dg.MetadataValue.int(
+                sum(r.duplicates for r in self.reports.values())
+            ),
+            "activities_failed": dg.MetadataValue.int(sum(r.failed for r in self.reports.values())),
+            "publish_retries": dg.MetadataValue.int(sum(r.retries for r in self.reports.values())),
+            "publish_failures_by_reason": dg.MetadataValue.json(dict(sorted(reasons.items()))),
+            "publish_by_partition": dg.MetadataValue.json(per_partition),
+            "partitions_quarantined": dg.MetadataValue.json(self.quarantined),
+        }
+
+
+def publish_run(store: ObjectStore, publisher: Publisher, partition_keys: list[str]) -> PublishRun:
+    """Publish every partition of a run that may be published; remember the ones that may not."""
+    run = PublishRun()
+    for key in partition_keys:
+        try:
+            summary, report, _ = publish_partition(store, publisher, key)
+        except PartitionQuarantinedError:
+            run.quarantined[key] = store.uri(quarantine_key(key))
+            log.warning(
+                "partition_not_published_quarantined", stage=Stage.PUBLISH.value, partition=key
+            )
+            continue
+        run.summaries.append(summary)
+        run.reports[key] = report
+    return run
 
 
 class PublishFailedError(RuntimeError):
@@ -151,5 +235,19 @@ class PublishFailedError(RuntimeError):
 def published_scores(
     context: dg.AssetExecutionContext, store: ObjectStore, publisher: Publisher
 ) -> dg.MaterializeResult:
-    summaries = [build_published_scores(store, publisher, key)[0] for key in context.partition_keys]
-    return dg.MaterializeResult(metadata=summary_metadata(summaries))
+    run = publish_run(store, publisher, list(context.partition_keys))
+    metadata = {**summary_metadata(run.summaries), **run.totals()}
+    failed = {key: r.failed for key, r in run.reports.items() if r.failed}
+    if run.quarantined or failed:
+        # dg.Failure carries the counts into the step-failure event, so deliveries that did
+        # succeed are still visible; a retry re-sends everything and the duplicates are no-ops.
+        problems = []
+        if run.quarantined:
+            problems.append(f"quarantined, not published: {', '.join(sorted(run.quarantined))}")
+        if failed:
+            problems.append(
+                "deliveries failed: "
+                + ", ".join(f"{key} ({count})" for key, count in sorted(failed.items()))
+            )
+        raise dg.Failure(description="; ".join(problems), metadata=metadata)
+    return dg.MaterializeResult(metadata=metadata)

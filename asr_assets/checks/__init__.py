@@ -1,5 +1,11 @@
-"""Data-quality gates: blocking asset checks on the result partition (and the catalog)."""
+"""Data-quality gates: blocking asset checks on the catalog and the result partition, plus drift.
+
+`ALL_CHECKS` is what definitions.py registers. The checks are defined in `checks.py`, the suites
+in `suites.py`, great-expectations is wrapped by `DataQualityResource` in `resources.py`.
+"""
 
 import dagster as dg
 
-ALL_CHECKS: list[dg.AssetChecksDefinition] = []
+from asr_assets.checks.checks import QUALITY_CHECKS
+
+ALL_CHECKS: list[dg.AssetChecksDefinition] = [*QUALITY_CHECKS]

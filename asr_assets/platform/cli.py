@@ -29,9 +29,14 @@ def _instance():
 
 
 def score(partitions: list[str]) -> bool:
-    """Materialize the whole graph for each partition; True when every run succeeded."""
+    """Materialize the whole graph and its quality gates for each partition.
+
+    True when every run succeeded; a failed blocking gate fails the run and is printed.
+    """
     import dagster as dg
 
+    from asr_assets.checks import ALL_CHECKS
+    from asr_assets.checks.summary import check_outcomes, format_check_outcomes
     from asr_assets.definitions import ALL_ASSETS, defs
 
     definitions = defs()
@@ -39,7 +44,7 @@ def score(partitions: list[str]) -> bool:
     with _instance() as instance:
         for partition in partitions:
             result = dg.materialize(
-                ALL_ASSETS,
+                [*ALL_ASSETS, *ALL_CHECKS],
                 partition_key=partition,
                 resources=definitions.resources,
                 instance=instance,
@@ -48,12 +53,14 @@ def score(partitions: list[str]) -> bool:
             )
             ok = ok and result.success
             print(f"{partition}: run {result.run_id} {'succeeded' if result.success else 'FAILED'}")
+            print("\n".join(format_check_outcomes(check_outcomes(result))))
     return ok
 
 
 def summarize(partition: str) -> int:
     """Print what a committed partition holds; reads through its _SUCCESS manifest only."""
     from asr_assets.assets.published_scores import PartitionNotCommittedError, read_result_partition
+    from asr_assets.checks.summary import quarantine_status
     from asr_assets.definitions import defs
 
     resources = defs().resources
@@ -91,6 +98,7 @@ def summarize(partition: str) -> int:
         print(f"                   {store.uri(result_prefix(table, partition))}")
     publisher = resources["publisher"]
     print(f"  published        {publisher.destination(partition)}")
+    print(quarantine_status(store, partition))
     return 0
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.data import standard_day
+from tests.support.data import PhraseSpec, tone, wav_bytes, write_day
 from tests.support.processes import free_port, running
 
 pytestmark = pytest.mark.integration
@@ -34,7 +34,16 @@ def test_dagster_dev_serves_the_graph_and_runs_a_partition(
     tmp_path: Path, tiny_model_dir: Path
 ) -> None:
     store = tmp_path / "store"
-    standard_day(store, date(2026, 11, 27))
+    # A clean day: the quality gates run in this job and must pass for published_scores to run.
+    write_day(
+        store,
+        date(2026, 11, 27),
+        [
+            PhraseSpec("act-1", 0, "b d p", wav_bytes(tone(1.5)), "audio/act-1/0.wav"),
+            PhraseSpec("act-1", 1, "m n", wav_bytes(tone(1.0, freq=300)), "audio/act-1/1.wav"),
+            PhraseSpec("act-2", 0, "a b c", wav_bytes(tone(2.0, freq=180)), "audio/act-2/0.wav"),
+        ],
+    )
     home = tmp_path / "home"
     home.mkdir()
     (home / "dagster.yaml").write_text(Path("dagster.yaml").read_text())
@@ -106,3 +115,5 @@ def test_dagster_dev_serves_the_graph_and_runs_a_partition(
             time.sleep(1)
         assert status == "SUCCESS", (tmp_path / "dev.log").read_text()[-3000:]
     assert (store / "results" / "letter_scores" / "activity_date=2026-11-27" / "_SUCCESS").exists()
+    published = store / "published" / "activity_results" / "activity_date=2026-11-27.jsonl"
+    assert len(published.read_text().splitlines()) == 2

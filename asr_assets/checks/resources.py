@@ -1,0 +1,301 @@
+"""`DataQualityResource`: the gates' thresholds, and great-expectations run in an ephemeral context.
+
+dagster-ge supports only GX 0.x, so this small resource of ours wraps GX 1.x: every validation
+gets a fresh in-memory (`mode="ephemeral"`) context with a pandas data source, one expectation
+suite per frame, and `batch.validate`. Nothing is written to disk, nothing is sent anywhere
+(analytics off), and GX is imported on first use so loading the code location stays cheap.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import dagster as dg
+import pyarrow as pa
+from pydantic import Field
+
+from asr_assets.checks.models import CheckOutcome, ExpectationFailure
+from asr_assets.checks.suites import (
+    ACTIVITIES_CHECKS,
+    ACTIVITIES_REJECTED_SHARE_CHECK,
+    ACTIVITIES_SCHEMA_CHECK,
+    LETTER_SCORES_CHECKS,
+    LETTER_SCORES_ERROR_SHARE_CHECK,
+    LETTER_SCORES_SCHEMA_CHECK,
+    LETTER_SCORES_UNALIGNED_SHARE_CHECK,
+    FrameSuite,
+    Thresholds,
+    activities_suites,
+    letter_scores_suites,
+)
+from asr_assets.core.models import PartitionManifest
+from asr_assets.observability.logging import get_logger
+
+log = get_logger(__name__)
+
+# GX builds metric registries and validators on shared module state; the in-process executor runs
+# one step at a time, but a multiprocess/threaded caller must not interleave two validations.
+_GX_LOCK = threading.Lock()
+
+
+class DataQualityResource(dg.ConfigurableResource):
+    """Thresholds of the blocking gates and the drift report, with their documented defaults."""
+
+    max_error_share: float = Field(
+        default=0.2,
+        ge=0.0,
+        le=1.0,
+        description="Most of a partition's phrases that may leave as error rows (missing, "
+        "silent, undecodable audio...) before the partition is quarantined. Error rows are "
+        "per-phrase outcomes consumers already see with a reason code; this bound catches an "
+        "outage (audio store, catalog, engine), not a noisy classroom.",
+    )
+    max_unaligned_share: float = Field(
+        default=0.1,
+        ge=0.0,
+        le=1.0,
+        description="Most of a partition's expected letters that may be `unaligned` (no timing).",
+    )
+    max_rejected_share: float = Field(
+        default=0.2,
+        ge=0.0,
+        le=1.0,
+        description="Most of the day's catalog rows the activities stage may reject "
+        "(malformed, invalid expected_text, unsafe audio key, duplicate).",
+    )
+    time_tolerance_s: float = Field(
+        default=0.02,
+        ge=0.0,
+        description="Slack allowed for a letter's end_s beyond its phrase's duration_s "
+        "(one 20 ms CTC frame).",
+    )
+    sample_rows: int = Field(
+        default=5, ge=0, le=50, description="Offending rows shown per failed expectation."
+    )
+    drift_trailing_partitions: int = Field(
+        default=7, ge=1, description="Committed partitions the drift report compares against."
+    )
+    drift_lookback_days: int = Field(
+        default=31, ge=1, description="How far back to look for those trailing partitions."
+    )
+    drift_max_ks: float = Field(
+        default=0.25,
+        gt=0.0,
+        le=1.0,
+        description="Two-sample Kolmogorov-Smirnov statistic above which a distribution "
+        "(phrase accuracy or letter confidence) counts as shifted.",
+    )
+    drift_max_mean_shift: float = Field(
+        default=0.1,
+        gt=0.0,
+        description="Absolute change of the mean accuracy or confidence that counts as shifted.",
+    )
+    drift_min_samples: int = Field(
+        default=20, ge=1, description="Fewer values than this on either side: no verdict."
+    )
+    histogram_bins: int = Field(default=10, ge=2, le=50, description="Bins of the score plot.")
+
+    @property
+    def thresholds(self) -> Thresholds:
+        return Thresholds(
+            max_error_share=self.max_error_share,
+            max_unaligned_share=self.max_unaligned_share,
+            max_rejected_share=self.max_rejected_share,
+            time_tolerance_s=self.time_tolerance_s,
+        )
+
+    def validate_activities(self, partition_key: str, table: pa.Table) -> list[CheckOutcome]:
+        """One outcome per activities check for one partition's stage table."""
+        suites, preflight = activities_suites(table, partition_key, self.thresholds)
+        rejected = (
+            table.num_rows - table.column("error_reason").null_count
+            if ("error_reason" in table.column_names)
+            else 0
+        )
+        observations = {
+            ACTIVITIES_REJECTED_SHARE_CHECK: {
+                "rejected_share": round(rejected / table.num_rows, 4) if table.num_rows else 0.0,
+                "max_rejected_share": self.max_rejected_share,
+            }
+        }
+        return self._outcomes(
+            ACTIVITIES_CHECKS,
+            partition_key,
+            suites,
+            (ACTIVITIES_SCHEMA_CHECK, 1, preflight),
+            observations,
+        )
+
+    def validate_letter_scores(
+        self, partition_key: str, manifest: PartitionManifest, tables: Mapping[str, pa.Table]
+    ) -> list[CheckOutcome]:
+        """One outcome per letter_scores check for one committed result partition."""
+        suites, preflight = letter_scores_suites(manifest, tables, self.thresholds)
+        scored = tables["phrase_results"].num_rows
+        errored = tables["errors"].num_rows
+        statuses = (
+            tables["letter_scores"].column("status").to_pylist()
+            if "status" in tables["letter_scores"].column_names
+            else []
+        )
+        expected = sum(s != "inserted" for s in statuses)
+        observations = {
+            LETTER_SCORES_ERROR_SHARE_CHECK: {
+                "error_share": round(errored / (scored + errored), 4) if scored + errored else 0.0,
+                "max_error_share": self.max_error_share,
+            },
+            LETTER_SCORES_UNALIGNED_SHARE_CHECK: {
+                "unaligned_share": round(statuses.count("unaligned") / expected, 4)
+                if expected
+                else 0.0,
+                "max_unaligned_share": self.max_unaligned_share,
+            },
+        }
+        return self._outcomes(
+            LETTER_SCORES_CHECKS,
+            partition_key,
+            suites,
+            (LETTER_SCORES_SCHEMA_CHECK, len(tables), preflight),
+            observations,
+        )
+
+    # -- GX ----------------------------------------------------------------------------------
+
+    def _outcomes(
+        self,
+        checks: Sequence[str],
+        partition_key: str,
+        suites: Sequence[FrameSuite],
+        schema: tuple[str, int, Sequence[ExpectationFailure]],
+        observations: Mapping[str, Mapping[str, Any]],
+    ) -> list[CheckOutcome]:
+        """Run the suites and group every result under the check its expectation belongs to.
+
+        `schema` is (schema check name, tables compared, failures of the Arrow comparison).
+        """
+        failures: dict[str, list[ExpectationFailure]] = defaultdict(list)
+        evaluated: dict[str, int] = defaultdict(int)
+        rows: dict[str, int] = defaultdict(int)
+        schema_check, compared, preflight = schema
+        evaluated[schema_check] += compared
+        for failure in preflight:
+            failures[failure.check].append(failure)
+        for suite, suite_failures in self._run(suites):
+            for expect in suite.expectations:
+                evaluated[expect.check] += 1
+                rows[expect.check] = max(rows[expect.check], len(suite.frame))
+            for failure in suite_failures:
+                failures[failure.check].append(failure)
+        outcomes = [
+            CheckOutcome(
+                check=check,
+                partition_key=partition_key,
+                evaluated=evaluated[check],
+                rows_checked=rows[check],
+                failures=tuple(failures[check]),
+                observations=observations.get(check, {}),
+            )
+            for check in checks
+        ]
+        for outcome in outcomes:
+            log.info(
+                "quality_check_evaluated",
+                check=outcome.check,
+                partition=partition_key,
+                passed=outcome.passed,
+                expectations=outcome.evaluated,
+                failed_expectations=len(outcome.failures),
+                unexpected_count=outcome.unexpected_count,
+            )
+        return outcomes
+
+    def _run(
+        self, suites: Sequence[FrameSuite]
+    ) -> list[tuple[FrameSuite, list[ExpectationFailure]]]:
+        import great_expectations as gx
+        import great_expectations.expectations as gxe
+        from great_expectations.data_context.types.base import (
+            DataContextConfig,
+            InMemoryStoreBackendDefaults,
+            ProgressBarsConfig,
+        )
+
+        results: list[tuple[FrameSuite, list[ExpectationFailure]]] = []
+        with _GX_LOCK:
+            context = gx.get_context(
+                mode="ephemeral",
+                project_config=DataContextConfig(
+                    store_backend_defaults=InMemoryStoreBackendDefaults(init_temp_docs_sites=False),
+                    analytics_enabled=False,
+                    progress_bars=ProgressBarsConfig(globally=False),
+                ),
+            )
+            source = context.data_sources.add_pandas("asr_quality")
+            for suite in suites:
+                if not suite.expectations:
+                    results.append((suite, []))
+                    continue
+                batch_definition = source.add_dataframe_asset(
+                    suite.name
+                ).add_batch_definition_whole_dataframe("partition")
+                gx_suite = context.suites.add(
+                    gx.ExpectationSuite(
+                        name=suite.name,
+                        expectations=[
+                            getattr(gxe, spec.kind)(**spec.kwargs, meta={"spec": position})
+                            for position, spec in enumerate(suite.expectations)
+                        ],
+                    )
+                )
+                batch = batch_definition.get_batch(batch_parameters={"dataframe": suite.frame})
+                validation = batch.validate(
+                    gx_suite,
+                    result_format={
+                        "result_format": "SUMMARY",
+                        "partial_unexpected_count": max(self.sample_rows, 1),
+                    },
+                )
+                results.append((suite, self._failures(suite, validation.results)))
+        return results
+
+    def _failures(self, suite: FrameSuite, results: Sequence[Any]) -> list[ExpectationFailure]:
+        failures = []
+        for result in results:
+            if result.success:
+                continue
+            spec = suite.expectations[int(result.expectation_config.meta["spec"])]
+            info = result.exception_info or {}
+            error = info.get("exception_message") if info.get("raised_exception") else None
+            detail = result.result or {}
+            indices = detail.get("partial_unexpected_index_list") or []
+            failures.append(
+                ExpectationFailure(
+                    check=spec.check,
+                    frame=suite.name,
+                    expectation=result.expectation_config.type,
+                    columns=spec.columns,
+                    unexpected_count=detail.get("unexpected_count"),
+                    unexpected_percent=detail.get("unexpected_percent"),
+                    observed_value=_observed(detail.get("observed_value")),
+                    bounds=spec.bounds,
+                    sample_rows=suite.sample(
+                        [int(i) for i in indices if isinstance(i, int)], self.sample_rows
+                    ),
+                    error=str(error)[:300] if error else None,
+                )
+            )
+        return failures
+
+
+def _observed(value: Any) -> Any:
+    """Aggregates only (a mean, a count, a column list); anything else is summarised."""
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        return round(value, 4)
+    if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
+        return list(value)[:50]
+    return str(type(value).__name__)

@@ -57,11 +57,6 @@ ACTIVITIES_GATE = "activities"
 LETTER_SCORES_GATE = "letter_scores"
 DRIFT_CHECK = "letter_scores_drift"
 
-#: The checks bind their own `data_quality` resource (documented defaults), so the code location
-#: needs no extra resource key; override thresholds per run with run config
-#: `resources: {data_quality: {config: {...}}}`. To configure it per environment instead, set
-#: this to `{}` and add `"data_quality": DataQualityResource(...)` to the environment's resources.
-QUALITY_RESOURCE_DEFS: dict[str, object] = {"data_quality": DataQualityResource()}
 
 _CHECK_DESCRIPTIONS = {
     "activities_schema": "The activities stage table has the contract's columns and Arrow types.",
@@ -204,7 +199,6 @@ def _results(
 @dg.multi_asset_check(
     specs=_specs("activities", ACTIVITIES_CHECKS),
     name="activities_quality_gate",
-    resource_defs=QUALITY_RESOURCE_DEFS,
     description="Great-expectations suites over the activities stage table; blocks scoring.",
 )
 def activities_quality_gate(
@@ -232,7 +226,6 @@ def activities_quality_gate(
 @dg.multi_asset_check(
     specs=_specs("letter_scores", LETTER_SCORES_CHECKS),
     name="letter_scores_quality_gate",
-    resource_defs=QUALITY_RESOURCE_DEFS,
     description="Great-expectations suites over the committed result partition; blocks publish.",
 )
 def letter_scores_quality_gate(
@@ -335,7 +328,6 @@ def drift_plot_key(partition_key: str) -> str:
     name=DRIFT_CHECK,
     blocking=False,
     partitions_def=daily_partitions,
-    resource_defs=QUALITY_RESOURCE_DEFS,
     description="Accuracy and confidence distributions vs the trailing committed partitions "
     "(KS statistic, mean shift); WARN only, never blocks.",
 )

@@ -6,6 +6,7 @@ only differences between DuckDB and Athena are spelled out here, in one place.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import date
 from enum import StrEnum
@@ -22,6 +23,15 @@ ACTIVITY_COLUMNS = (
     "audio_end_s",
     "created_at",
 )
+
+
+# Database and table names come from configuration, not from data, but they are still checked:
+# Athena (Trino) names are letters, digits, '_' and '-', which double quotes make safe.
+_ATHENA_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]{0,254}$")
+
+
+class UnsafeIdentifierError(ValueError):
+    """A configured database or table name that could change the meaning of the SQL."""
 
 
 class Dialect(StrEnum):
@@ -47,7 +57,10 @@ def activities_query(
     if dialect is Dialect.DUCKDB:
         date_predicate, date_param = "activity_date = ?", activity_date
     else:
-        # pyathena's default paramstyle is pyformat and binds a date as a DATE literal.
+        # pyathena's default paramstyle is pyformat: its formatter renders each bound value as
+        # an escaped literal (a date as DATE '...', a string with quotes doubled). Athena's own
+        # ExecutionParameters (qmark) would need those literals written by hand, so it is not
+        # safer. The mapping the placeholders read comes from `athena_parameters`.
         date_predicate, date_param = "activity_date = %(activity_date)s", activity_date
     where = [date_predicate]
     parameters: list[object] = [date_param]
@@ -74,3 +87,15 @@ def athena_parameters(query: Query) -> dict[str, object]:
     for index, tenant in enumerate(query.parameters[1:]):
         mapping[f"tenant_{index}"] = tenant
     return mapping
+
+
+def athena_table_source(database: str, table: str) -> str:
+    """The `source` of an Athena query: a double-quoted `"database"."table"`.
+
+    Dialect difference: DuckDB's source is a Parquet scan taking a bound path, Athena's is a
+    catalog table name, which cannot be bound and is therefore validated and quoted here.
+    """
+    for name in (database, table):
+        if not _ATHENA_NAME.fullmatch(name):
+            raise UnsafeIdentifierError(f"not a valid Athena identifier: {name!r}")
+    return f'"{database}"."{table}"'

@@ -52,6 +52,10 @@ class ActivityCatalog(dg.ConfigurableResource):
         self, partition_key: str, tenant_ids: list[str] | None = None
     ) -> pa.Table: ...
 
+    def unavailable_reason(self) -> str | None:
+        """None when the catalog answers now; else why not. A cheap probe (sensors skip with it)."""
+        return None
+
 
 class DuckDBActivityCatalog(ActivityCatalog):
     """Embedded catalog: DuckDB over the Parquet under `catalog/activities/` in the local store."""

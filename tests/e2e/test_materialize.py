@@ -82,9 +82,10 @@ def test_result_partition_holds_every_phrase(scored_day) -> None:
 
 def test_segment_cut_from_one_recording(scored_day) -> None:
     root, _, _, _, _ = scored_day
-    rows = pq.read_table(
-        root / "results" / "phrase_results" / f"activity_date={DAY}" / "part-0.parquet"
-    ).to_pylist()
+    manifest = json.loads(
+        (root / "results" / "phrase_results" / f"activity_date={DAY}" / "_SUCCESS").read_text()
+    )
+    rows = pq.read_table(root / manifest["files"]["phrase_results"]).to_pylist()
     durations = {(r["activity_id"], r["phrase_index"]): r["duration_s"] for r in rows}
     assert durations[("act-2", 0)] == pytest.approx(1.2, abs=0.01)
     assert durations[("act-2", 1)] == pytest.approx(1.5, abs=0.01)
@@ -114,7 +115,10 @@ def test_rerun_replaces_the_partition_and_reuses_caches(scored_day) -> None:
     assert metadata["phrase_audio"]["clips_cached"] == 5
     assert metadata["transcripts"]["phrases_by_engine"] == {"cache": 5}
     partition = root / "results" / "letter_scores" / f"activity_date={DAY}"
-    assert sorted(p.name for p in partition.iterdir()) == ["_SUCCESS", "part-0.parquet"]
+    assert sorted(p.name for p in partition.iterdir()) == [
+        "_SUCCESS",
+        f"part-{second.run_id}.parquet",
+    ]
     assert json.loads((partition / "_SUCCESS").read_text())["run_id"] == second.run_id
     published = metadata["published_scores"]
     assert published["activities_published"] == 3  # a new run is a new version of each record

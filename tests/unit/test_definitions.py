@@ -30,7 +30,13 @@ def test_graph_snapshot() -> None:
 
 def test_resources_and_jobs_snapshot() -> None:
     definitions = build_definitions({})
-    assert sorted(definitions.resources) == ["catalog", "inference", "publisher", "store"]
+    assert sorted(definitions.resources) == [
+        "catalog",
+        "data_quality",
+        "inference",
+        "publisher",
+        "store",
+    ]
     assert definitions.resolve_job_def("score_letters") is not None
 
 
@@ -50,3 +56,45 @@ def test_importing_the_package_does_not_import_torch() -> None:
     code = "import asr_assets.definitions, sys; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+AWS_MINIMAL = {
+    "ASR_ENV": "aws",
+    "ASR_S3_BUCKET": "bucket",
+    "ASR_ATHENA_DATABASE": "asr",
+    "ASR_ATHENA_OUTPUT_LOCATION": "s3://results/q/",
+    "ASR_TRITON_URL": "triton.asr.svc:8001",
+    "ASR_TRITON_MODEL": "demo-letters",
+    "ASR_APPSYNC_URL": "https://example.appsync-api.eu-west-1.amazonaws.com/graphql",
+}
+
+
+def test_aws_environment_uses_triton_and_appsync() -> None:
+    from asr_assets.resources.inference import TritonInferenceResource
+    from asr_assets.resources.publisher import AppSyncPublisher
+
+    resources = build_definitions(AWS_MINIMAL).resources
+    assert sorted(resources) == ["catalog", "data_quality", "inference", "publisher", "store"]
+    assert isinstance(resources["inference"], TritonInferenceResource)
+    assert resources["inference"].fallback_enabled is True
+    assert isinstance(resources["publisher"], AppSyncPublisher)
+
+
+def test_aws_environment_names_what_is_missing() -> None:
+    from asr_assets.definitions import EnvironmentConfigError
+
+    without_triton = {k: v for k, v in AWS_MINIMAL.items() if k != "ASR_TRITON_URL"}
+    with pytest.raises(EnvironmentConfigError, match="ASR_TRITON_URL"):
+        build_definitions(without_triton)
+    # ...unless inference is local by choice.
+    build_definitions({**without_triton, "ASR_INFERENCE": "local"})
+    with pytest.raises(EnvironmentConfigError, match="ASR_TRITON_FALLBACK"):
+        build_definitions({**AWS_MINIMAL, "ASR_TRITON_FALLBACK": "maybe"})
+
+
+def test_appsync_api_key_stays_an_env_var_reference() -> None:
+    import dagster as dg
+
+    environ = {**AWS_MINIMAL, "ASR_APPSYNC_AUTH_MODE": "api_key"}
+    publisher = build_definitions(environ).resources["publisher"]
+    assert isinstance(publisher.api_key, dg.EnvVar)  # resolved at run time, never in config

@@ -74,7 +74,8 @@ def test_commit_makes_partition_visible_only_with_success(tmp_path: Path) -> Non
         {"run_id": "run2"},
     )
     files = sorted(p.name for p in (tmp_path / prefix).iterdir())
-    assert files == [SUCCESS_FILE, "part-0.parquet"]
+    assert files == [SUCCESS_FILE, "part-run2.parquet"]
+    assert not store.exists(keys["letter_scores"])  # the old run's file is gone
     assert store.read_committed(prefix)["run_id"] == "run2"  # type: ignore[index]
 
 

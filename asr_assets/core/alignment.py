@@ -191,23 +191,40 @@ def widen_spans(
     frame_energy_db: np.ndarray | None = None,
     *,
     silence_below_peak_db: float = 35.0,
+    floor_fraction: float = 0.3,
 ) -> list[tuple[int, int]]:
     """Turn spiky CTC token spans into spans covering the spoken letter.
 
-    CTC fires a letter for one or two frames somewhere inside the spoken letter name. Each letter
-    first claims the frames up to the midpoint between its neighbours' peaks, then, when frame
-    energies are given, gives back leading and trailing frames that are silent relative to the
-    phrase's loudest frame, so pauses between letters are not counted as the letter.
+    CTC fires a letter for one or two frames somewhere inside the spoken letter name. Neighbours
+    split the frames between their peaks at the quietest frame (the pause between two letter
+    names), or at the midpoint without energies; each letter then gives back leading and trailing
+    frames that are silent, so pauses are not counted as the letter. "Silent" is relative to both
+    the phrase's loudest frame and its noise floor, so background noise does not make every
+    frame look voiced.
     """
-    # One boundary between neighbours, so adjacent letters share it and never overlap.
-    bounds = [0] + [(a.end + b.start) // 2 for a, b in itertools.pairwise(spans)]
+    energy = (
+        frame_energy_db
+        if frame_energy_db is not None and frame_energy_db.size >= num_frames > 0
+        else None
+    )
+    bounds = [0]
+    for a, b in itertools.pairwise(spans):
+        if energy is not None and b.start > a.end:
+            bounds.append(a.end + int(np.argmin(energy[a.end : b.start])))
+        else:
+            bounds.append((a.end + b.start) // 2)
     bounds.append(num_frames)
+    threshold = None
+    if energy is not None:
+        peak = float(energy[:num_frames].max())
+        floor = float(np.percentile(energy[:num_frames], 10))
+        threshold = max(peak - silence_below_peak_db, floor + floor_fraction * (peak - floor))
     widened: list[tuple[int, int]] = []
     for index, span in enumerate(spans):
-        left, right = bounds[index], bounds[index + 1]
-        start, end = min(left, span.start), max(right, span.end)
-        if frame_energy_db is not None and frame_energy_db.size >= end:
-            voiced = frame_energy_db[start:end] >= frame_energy_db.max() - silence_below_peak_db
+        start = min(bounds[index], span.start)
+        end = max(bounds[index + 1], span.end)
+        if energy is not None and threshold is not None:
+            voiced = energy[start:end] >= threshold
             if voiced.any():
                 first = int(np.argmax(voiced))
                 last = int(voiced.size - np.argmax(voiced[::-1]))
@@ -216,11 +233,20 @@ def widen_spans(
     return widened
 
 
-def frame_energy_db(samples: np.ndarray, num_frames: int) -> np.ndarray:
-    """Per-emission-frame energy in dB, frames spread evenly over the clip."""
+def frame_energy_db(
+    samples: np.ndarray, num_frames: int, stride_samples: int | None = None
+) -> np.ndarray:
+    """Per-emission-frame energy in dB.
+
+    With the model's stride, frame k covers samples [k*stride, (k+1)*stride), the same grid the
+    aligner turns into seconds; without it frames are spread evenly over the clip.
+    """
     if num_frames <= 0 or samples.size == 0:
         return np.zeros(0, dtype=np.float32)
-    edges = np.linspace(0, samples.size, num_frames + 1).astype(np.int64)
+    if stride_samples:
+        edges = np.minimum(np.arange(num_frames + 1) * stride_samples, samples.size)
+    else:
+        edges = np.linspace(0, samples.size, num_frames + 1).astype(np.int64)
     squares = np.concatenate(([0.0], np.cumsum(np.square(samples, dtype=np.float64))))
     counts = np.maximum(edges[1:] - edges[:-1], 1)
     energy = (squares[edges[1:]] - squares[edges[:-1]]) / counts

@@ -14,6 +14,7 @@ from asr_assets.core.alignment import (
     frame_energy_db,
     widen_spans,
 )
+from asr_assets.core.audio import TARGET_SAMPLE_RATE
 from asr_assets.core.decoding import CtcVocabulary
 from asr_assets.core.errors import PhraseError, ReasonCode
 from asr_assets.core.models import AlignmentMethod, LetterScore, LetterStatus, ModelInfo, Transcript
@@ -57,7 +58,10 @@ def score_phrase(
         except PhraseError as exc:
             unaligned_reason = exc.reason
         else:
-            energy = None if samples is None else frame_energy_db(samples, log_probs.shape[0])
+            stride = round(frame_s * TARGET_SAMPLE_RATE) if frame_s > 0 else None
+            energy = (
+                None if samples is None else frame_energy_db(samples, log_probs.shape[0], stride)
+            )
             spans = widen_spans(token_spans, log_probs.shape[0], energy)
             goodness = [span.score for span in token_spans]
 

@@ -128,3 +128,31 @@ def test_frame_energy_tracks_loudness() -> None:
     samples = np.concatenate([np.zeros(1600), 0.5 * np.ones(1600)]).astype(np.float32)
     energy = frame_energy_db(samples, 10)
     assert energy[:5].max() < -90 and energy[5:].min() > -10
+
+
+def test_neighbours_split_at_the_quietest_frame_between_them() -> None:
+    from asr_assets.core.alignment import TokenSpan
+
+    # Letter peaks at frames 3 and 7; the pause between them is at frame 6, not the midpoint 5.
+    energy = np.full(12, -20.0, dtype=np.float32)
+    energy[6] = -70.0
+    energy[10:] = -75.0
+    spans = [TokenSpan(2, 3, 4, 0.9), TokenSpan(3, 7, 8, 0.9)]
+    assert widen_spans(spans, 12, energy) == [(0, 6), (7, 10)]
+
+
+def test_noise_floor_raises_the_silence_threshold() -> None:
+    from asr_assets.core.alignment import TokenSpan
+
+    rng = np.random.default_rng(1)
+    energy = (-40.0 + rng.standard_normal(30)).astype(np.float32)  # a noisy room
+    energy[10:15] = -10.0  # the spoken letter
+    (span,) = widen_spans([TokenSpan(2, 12, 13, 0.9)], 30, energy)
+    assert span == (10, 15)
+
+
+def test_frame_energy_on_the_model_stride() -> None:
+    samples = np.zeros(16000, dtype=np.float32)
+    samples[320 * 10 : 320 * 12] = 0.5
+    energy = frame_energy_db(samples, 49, stride_samples=320)
+    assert [i for i, e in enumerate(energy) if e > -20] == [10, 11]

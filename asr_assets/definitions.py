@@ -23,6 +23,7 @@ from asr_assets.assets.published_scores import published_scores
 from asr_assets.assets.transcripts import transcripts
 from asr_assets.checks import ALL_CHECKS
 from asr_assets.checks.resources import DataQualityResource
+from asr_assets.observability.logging import set_environment, set_log_level
 from asr_assets.resources.athena import AthenaActivityCatalog
 from asr_assets.resources.catalog import DuckDBActivityCatalog
 from asr_assets.resources.inference import (
@@ -247,6 +248,12 @@ RESOURCE_FACTORIES: dict[
 
 def build_definitions(environ: Mapping[str, str]) -> dg.Definitions:
     environment = environment_from(environ)
+    # Load time, not import time: every log record of this process names its environment.
+    set_environment(environment.value)
+    try:
+        set_log_level(_optional(environ, "ASR_LOG_LEVEL"))
+    except ValueError as exc:
+        raise EnvironmentConfigError(f"ASR_LOG_LEVEL: {exc}") from None
     return dg.Definitions(
         assets=ALL_ASSETS,
         asset_checks=ALL_CHECKS,

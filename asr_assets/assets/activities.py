@@ -6,12 +6,17 @@ import dagster as dg
 from pydantic import ValidationError
 
 from asr_assets.assets.common import StageSummary, stage_error, summary_metadata
-from asr_assets.assets.partitions import daily_backfill_policy, daily_partitions
+from asr_assets.assets.instrumentation import partition_scope, stage_scope
+from asr_assets.assets.partitions import (
+    daily_backfill_policy,
+    daily_partitions,
+    network_retry_policy,
+)
 from asr_assets.core.errors import ReasonCode, Stage
 from asr_assets.core.models import ActivityPhrase
 from asr_assets.core.storage import UnsafeKeyError, stage_table_key, validate_key
 from asr_assets.core.tables import ACTIVITIES_SCHEMA, to_table
-from asr_assets.observability.logging import get_logger
+from asr_assets.observability.logging import get_logger, register_sensitive_values
 from asr_assets.resources.catalog import ActivityCatalog
 from asr_assets.resources.object_store import ObjectStore
 
@@ -40,6 +45,9 @@ def build_activities(
     started = time.perf_counter()
     raw = catalog.fetch_activities(partition_key)
     summary.timings_ms["query"] = (time.perf_counter() - started) * 1000
+    # The one stage that sees student ids: from here on, no log record of this process can
+    # carry one, whatever a later change logs by mistake.
+    register_sensitive_values(raw.column("student_id").to_pylist())
     rows: list[dict[str, object]] = []
     seen: set[tuple[str, int]] = set()
     for number, record in enumerate(raw.to_pylist()):
@@ -59,11 +67,26 @@ def build_activities(
         try:
             phrase = ActivityPhrase.model_validate(record)
         except ValidationError as exc:
-            rows.append({**base, **stage_error(Stage.ACTIVITIES, _reason_for(exc), _describe(exc))})
+            reason = _reason_for(exc)
+            log.debug(
+                "phrase_rejected",
+                activity_id=activity_id,
+                phrase_index=base["phrase_index"],
+                status="errored",
+                reason=reason.value,
+            )
+            rows.append({**base, **stage_error(Stage.ACTIVITIES, reason, _describe(exc))})
             continue
         try:
             validate_key(phrase.audio_key)
         except UnsafeKeyError as exc:
+            log.debug(
+                "phrase_rejected",
+                activity_id=phrase.activity_id,
+                phrase_index=phrase.phrase_index,
+                status="errored",
+                reason=ReasonCode.UNSAFE_AUDIO_KEY.value,
+            )
             rows.append(
                 {**base, **stage_error(Stage.ACTIVITIES, ReasonCode.UNSAFE_AUDIO_KEY, str(exc))}
             )
@@ -96,19 +119,13 @@ def build_activities(
         for row in rows[:10]
     ]
     summary.check_reconciles()
-    log.info(
-        "stage_finished",
-        stage=Stage.ACTIVITIES.value,
-        partition=partition_key,
-        phrases_in=summary.phrases_in,
-        phrases_errored=summary.phrases_errored,
-    )
     return summary
 
 
 @dg.asset(
     partitions_def=daily_partitions,
     backfill_policy=daily_backfill_policy,
+    retry_policy=network_retry_policy,
     kinds={"duckdb", "parquet"},
     group_name="letter_scoring",
     description="The partition's phrases from the activity catalog, one row each, validated.",
@@ -116,5 +133,10 @@ def build_activities(
 def activities(
     context: dg.AssetExecutionContext, catalog: ActivityCatalog, store: ObjectStore
 ) -> dg.MaterializeResult:
-    summaries = [build_activities(catalog, store, key) for key in context.partition_keys]
+    summaries = []
+    with stage_scope(context, Stage.ACTIVITIES):
+        for key in context.partition_keys:
+            with partition_scope(context, Stage.ACTIVITIES, key) as record:
+                summary = record.summary = build_activities(catalog, store, key)
+            summaries.append(summary)
     return dg.MaterializeResult(metadata=summary_metadata(summaries))

@@ -8,7 +8,12 @@ import dagster as dg
 from pydantic import Field
 
 from asr_assets.assets.common import StageSummary, summary_metadata
-from asr_assets.assets.partitions import daily_backfill_policy, daily_partitions
+from asr_assets.assets.instrumentation import partition_scope, stage_scope
+from asr_assets.assets.partitions import (
+    daily_backfill_policy,
+    daily_partitions,
+    network_retry_policy,
+)
 from asr_assets.assets.transcripts import decode_emissions
 from asr_assets.core.audio import decode_clip
 from asr_assets.core.decoding import CtcVocabulary
@@ -137,8 +142,24 @@ def build_alignments(
         try:
             letters, phrase = align_phrase(store, row, vocabulary, config.refine_spans_with_energy)
         except PhraseError as exc:
+            log.debug(
+                "phrase_alignment_failed",
+                activity_id=row["activity_id"],
+                phrase_index=row["phrase_index"],
+                status="errored",
+                reason=exc.reason.value,
+            )
             errors.append(error_row(row, Stage.ALIGNMENTS.value, exc.reason.value, exc.message))
             continue
+        log.debug(
+            "phrase_aligned",
+            activity_id=phrase["activity_id"],
+            phrase_index=phrase["phrase_index"],
+            status="ok",
+            method=str(phrase["alignment_method"]),
+            accuracy=phrase["accuracy"],
+            latency_ms=phrase["alignment_ms"],
+        )
         letter_rows.extend(letters)
         phrase_rows.append(phrase)
         statuses.update(str(letter["status"]) for letter in letters)
@@ -169,21 +190,17 @@ def build_alignments(
         }
         for p in phrase_rows[:10]
     ]
+    if phrase_rows:
+        first = phrase_rows[0]
+        summary.extra["model"] = f"{first['model_name']}@{first['model_version']}"
     summary.check_reconciles()
-    log.info(
-        "stage_finished",
-        stage=Stage.ALIGNMENTS.value,
-        partition=partition_key,
-        phrases_in=summary.phrases_in,
-        phrases_errored=summary.phrases_errored,
-        letters=expected_letters,
-    )
     return summary
 
 
 @dg.asset(
     partitions_def=daily_partitions,
     backfill_policy=daily_backfill_policy,
+    retry_policy=network_retry_policy,
     deps=["transcripts"],
     kinds={"numpy"},
     group_name="letter_scoring",
@@ -196,6 +213,13 @@ def alignments(
     store: ObjectStore,
     inference: InferenceResource,
 ) -> dg.MaterializeResult:
-    vocabulary = inference.vocabulary()
-    summaries = [build_alignments(store, vocabulary, key, config) for key in context.partition_keys]
+    summaries = []
+    with stage_scope(context, Stage.ALIGNMENTS):
+        vocabulary = inference.vocabulary()
+        for key in context.partition_keys:
+            with partition_scope(context, Stage.ALIGNMENTS, key) as record:
+                summary = record.summary = build_alignments(store, vocabulary, key, config)
+                model = summary.extra.get("model")
+                record.model = str(model) if model else None
+            summaries.append(summary)
     return dg.MaterializeResult(metadata=summary_metadata(summaries))

@@ -16,17 +16,32 @@ import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict
 
 from asr_assets.assets.common import ReconciliationError, StageSummary, summary_metadata
-from asr_assets.assets.partitions import daily_backfill_policy, daily_partitions
+from asr_assets.assets.instrumentation import partition_scope, stage_scope
+from asr_assets.assets.partitions import (
+    daily_backfill_policy,
+    daily_partitions,
+    network_retry_policy,
+)
 from asr_assets.core.errors import Stage
+from asr_assets.core.ledger import (
+    LEDGER_SCHEMA,
+    CommitVerification,
+    ledger_table,
+    phrase_keys,
+    verify_commit,
+)
 from asr_assets.core.models import ModelInfo, PartitionManifest
 from asr_assets.core.storage import (
     RESULT_TABLES,
+    ledger_key,
     result_prefix,
     stage_table_key,
     staging_prefix,
 )
 from asr_assets.core.tables import ACTIVITIES_SCHEMA, RESULT_SCHEMAS
 from asr_assets.observability.logging import get_logger
+from asr_assets.observability.metrics import ActivityOutcome, emit_activities
+from asr_assets.observability.tracing import span
 from asr_assets.resources.object_store import ObjectStore
 
 log = get_logger(__name__)
@@ -131,6 +146,70 @@ def _partition_model(phrase_table: pa.Table, fallback: ModelInfo | None) -> Mode
     return fallback or ModelInfo(name="none", version="none", sha256="none")
 
 
+def activity_outcomes(phrase_results: pa.Table, errors: pa.Table) -> list[ActivityOutcome]:
+    """Per activity: phrases, errored phrases, processing time and alignment failures."""
+    phrases: Counter[str] = Counter()
+    errored: Counter[str] = Counter()
+    align_failures: Counter[str] = Counter()
+    total_ms: Counter[str] = Counter()
+    for row in phrase_results.select(
+        ["activity_id", "inference_ms", "alignment_ms", "alignment_method"]
+    ).to_pylist():
+        activity = str(row["activity_id"])
+        phrases[activity] += 1
+        total_ms[activity] += float(row["inference_ms"] or 0.0) + float(row["alignment_ms"] or 0.0)
+        if row["alignment_method"] != "ctc_forced":
+            align_failures[activity] += 1
+    for row in errors.select(["activity_id", "stage"]).to_pylist():
+        activity = str(row["activity_id"])
+        phrases[activity] += 1
+        errored[activity] += 1
+        if row["stage"] == Stage.ALIGNMENTS.value:
+            align_failures[activity] += 1
+    return [
+        ActivityOutcome(
+            activity_id=activity,
+            phrases=phrases[activity],
+            phrases_errored=errored[activity],
+            total_ms=total_ms[activity],
+            align_failures=align_failures[activity],
+        )
+        for activity in sorted(phrases)
+    ]
+
+
+def read_ledger(store: ObjectStore, manifest: PartitionManifest) -> pa.Table | None:
+    """The ledger the committed partition names, or None (committed before the ledger existed)."""
+    if manifest.ledger is None or not store.exists(manifest.ledger):
+        return None
+    return store.read_table(manifest.ledger, LEDGER_SCHEMA)
+
+
+def verify_partition(
+    store: ObjectStore, partition_key: str, expected: list[tuple[str, int]] | None = None
+) -> CommitVerification:
+    """Exactly-once check of a committed partition against its ledger.
+
+    `expected` defaults to the phrases of the partition's activities stage table (every catalog
+    row of the day, rejected ones included).
+    """
+    payload = store.read_committed(result_prefix("letter_scores", partition_key))
+    if payload is None:
+        raise LookupError(f"letter_scores {partition_key} is not committed")
+    manifest = PartitionManifest.model_validate(payload)
+    if expected is None:
+        expected = phrase_keys(
+            store.read_table(stage_table_key(Stage.ACTIVITIES, partition_key), ACTIVITIES_SCHEMA)
+        )
+    return verify_commit(
+        expected,
+        manifest.run_id,
+        store.read_table(manifest.files["phrase_results"], RESULT_SCHEMAS["phrase_results"]),
+        store.read_table(manifest.files["errors"], RESULT_SCHEMAS["errors"]),
+        read_ledger(store, manifest),
+    )
+
+
 def build_letter_scores(
     store: ObjectStore, partition_key: str, run_id: str, fallback_model: ModelInfo | None = None
 ) -> tuple[StageSummary, PartitionManifest]:
@@ -156,22 +235,40 @@ def build_letter_scores(
     for name in RESULT_TABLES:
         staged[name] = f"{stage_root}/{name}.parquet"
         store.write_table(staged[name], tables[name])
+    committed_at = datetime.now(UTC)
+    # The ledger lands before `_SUCCESS` names it: a committed partition always has its ledger,
+    # and a crash in between leaves only a ledger file no `_SUCCESS` points to (history).
+    ledger = ledger_key(partition_key, run_id)
+    store.write_table(
+        ledger,
+        ledger_table(run_id, model, tables["phrase_results"], tables["errors"], committed_at),
+    )
     manifest = PartitionManifest(
         partition=partition_key,
         run_id=run_id,
-        committed_at=datetime.now(UTC),
+        committed_at=committed_at,
         files={},
         row_counts={name: tables[name].num_rows for name in RESULT_TABLES},
         model=model,
         phrases_in=phrases_in,
         phrases_scored=scored,
         phrases_errored=errored,
+        ledger=ledger,
     )
-    final_keys = store.commit_partition(
-        staged,
-        {name: result_prefix(name, partition_key) for name in RESULT_TABLES},
-        manifest.model_dump(mode="json"),
-    )
+    with span(
+        "asr.commit",
+        {
+            **store.trace_attributes(),
+            "asr.partition": partition_key,
+            "asr.key_count": len(RESULT_TABLES) * 2 + 1,  # data files, _SUCCESS each, ledger
+            "asr.model": f"{model.name}@{model.version}",
+        },
+    ):
+        final_keys = store.commit_partition(
+            staged,
+            {name: result_prefix(name, partition_key) for name in RESULT_TABLES},
+            manifest.model_dump(mode="json"),
+        )
     manifest = manifest.model_copy(update={"files": final_keys})
     # The commit replaced everything under the partition prefix; delete the marker explicitly
     # too, so a store whose commit keeps unknown objects cannot leave a stale verdict behind.
@@ -217,14 +314,25 @@ def build_letter_scores(
         )
         .to_pylist()
     )
+    summary.extra["ledger"] = store.uri(ledger)
     summary.check_reconciles()
-    log.info(
-        "partition_committed",
+    engines = sorted(set(tables["phrase_results"].column("engine").to_pylist()))
+    emit_activities(
         stage=Stage.LETTER_SCORES.value,
         partition=partition_key,
+        correlation_id=run_id,
+        model=f"{model.name}@{model.version}",
+        device=",".join(str(e) for e in engines) or None,
+        activities=activity_outcomes(tables["phrase_results"], tables["errors"]),
+    )
+    log.info(
+        "partition_committed",
+        partition=partition_key,
+        status="committed",
         phrases_in=phrases_in,
         phrases_scored=scored,
         phrases_errored=errored,
+        model=f"{model.name}@{model.version}",
     )
     return summary, manifest
 
@@ -232,6 +340,7 @@ def build_letter_scores(
 @dg.asset(
     partitions_def=daily_partitions,
     backfill_policy=daily_backfill_policy,
+    retry_policy=network_retry_policy,
     deps=["alignments"],
     kinds={"parquet"},
     group_name="letter_scoring",
@@ -239,7 +348,13 @@ def build_letter_scores(
     "with a _SUCCESS manifest written last.",
 )
 def letter_scores(context: dg.AssetExecutionContext, store: ObjectStore) -> dg.MaterializeResult:
-    summaries = [
-        build_letter_scores(store, key, context.run.run_id)[0] for key in context.partition_keys
-    ]
+    summaries = []
+    with stage_scope(context, Stage.LETTER_SCORES):
+        for key in context.partition_keys:
+            with partition_scope(context, Stage.LETTER_SCORES, key) as record:
+                summary, manifest = build_letter_scores(store, key, context.run.run_id)
+                record.summary = summary
+                record.model = f"{manifest.model.name}@{manifest.model.version}"
+                record.attributes.update(store.trace_attributes())
+            summaries.append(summary)
     return dg.MaterializeResult(metadata=summary_metadata(summaries))

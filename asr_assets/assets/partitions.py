@@ -1,4 +1,7 @@
-"""One partition = one UTC day of activities."""
+"""Partitioning, backfill and step-retry policies every asset shares.
+
+One partition = one UTC day of activities.
+"""
 
 import dagster as dg
 
@@ -9,3 +12,13 @@ daily_partitions = dg.DailyPartitionsDefinition(
 # A backfill groups up to a week of days per run: the model loads once per run instead of once
 # per day, and each asset already loops over the run's partition keys.
 daily_backfill_policy = dg.BackfillPolicy.multi_run(max_partitions_per_run=7)
+
+# Every stage talks to the network in the aws environment (S3 at least; Athena, Triton, AppSync
+# for some), so every asset retries a failed step: three more attempts, 1 s doubling, with full
+# jitter so runs that failed together do not come back together. This is the layer above the
+# per-request retries of `reliability/`: it covers an outage longer than a request's retry
+# budget. Failures a retry cannot cure raise `dg.Failure(allow_retries=False)` instead
+# (`assets/instrumentation.py`).
+network_retry_policy = dg.RetryPolicy(
+    max_retries=3, delay=1, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.FULL
+)

@@ -14,7 +14,12 @@ from asr_assets.assets.common import (
     key_fields,
     summary_metadata,
 )
-from asr_assets.assets.partitions import daily_backfill_policy, daily_partitions
+from asr_assets.assets.instrumentation import partition_scope, stage_scope
+from asr_assets.assets.partitions import (
+    daily_backfill_policy,
+    daily_partitions,
+    network_retry_policy,
+)
 from asr_assets.core.audio import (
     TARGET_SAMPLE_RATE,
     AudioPolicy,
@@ -27,7 +32,7 @@ from asr_assets.core.audio import (
 from asr_assets.core.errors import PhraseError, ReasonCode, Stage
 from asr_assets.core.storage import clip_key, stage_table_key
 from asr_assets.core.tables import ACTIVITIES_SCHEMA, PHRASE_AUDIO_SCHEMA, to_table
-from asr_assets.observability.logging import get_logger
+from asr_assets.observability.logging import get_logger, in_current_context
 from asr_assets.resources.object_store import ObjectNotFoundError, ObjectStore
 
 log = get_logger(__name__)
@@ -62,6 +67,7 @@ def prepare_clip(
     key = str(row["audio_key"])
     start_s = row.get("audio_start_s")
     end_s = row.get("audio_end_s")
+    started = time.perf_counter()
     try:
         size = store.size(key)
         if size is None:
@@ -98,6 +104,13 @@ def prepare_clip(
                 "rms_dbfs": decoded.rms_dbfs,
                 "cached": False,
             }
+        log.debug(
+            "phrase_audio_ready",
+            activity_id=row["activity_id"],
+            phrase_index=row["phrase_index"],
+            status="cached" if info["cached"] else "ok",
+            latency_ms=(time.perf_counter() - started) * 1000,
+        )
         return {
             **key_fields(row),
             "clip_key": target,
@@ -109,10 +122,11 @@ def prepare_clip(
     except PhraseError as exc:
         log.debug(
             "phrase_rejected",
-            stage=Stage.PHRASE_AUDIO.value,
             activity_id=row["activity_id"],
             phrase_index=row["phrase_index"],
+            status="errored",
             reason=exc.reason.value,
+            latency_ms=(time.perf_counter() - started) * 1000,
         )
         return {**key_fields(row), **error_fields(Stage.PHRASE_AUDIO, exc)}
 
@@ -139,9 +153,11 @@ def build_phrase_audio(
     # Chunks bound the decoded audio alive at once to about `workers` clips, whatever the size
     # of the partition (Executor.map would submit every phrase up front).
     chunk = config.workers * 4
+    # Workers log and call S3 for the stage: they carry its log context and span.
+    task = in_current_context(process)
     with ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="phrase-audio") as pool:
         for offset in range(0, len(records), chunk):
-            rows.extend(pool.map(process, records[offset : offset + chunk]))
+            rows.extend(pool.map(task, records[offset : offset + chunk]))
     store.write_table(
         stage_table_key(Stage.PHRASE_AUDIO, partition_key), to_table(rows, PHRASE_AUDIO_SCHEMA)
     )
@@ -163,19 +179,13 @@ def build_phrase_audio(
         for r in rows[:10]
     ]
     summary.check_reconciles()
-    log.info(
-        "stage_finished",
-        stage=Stage.PHRASE_AUDIO.value,
-        partition=partition_key,
-        phrases_in=summary.phrases_in,
-        phrases_errored=summary.phrases_errored,
-    )
     return summary
 
 
 @dg.asset(
     partitions_def=daily_partitions,
     backfill_policy=daily_backfill_policy,
+    retry_policy=network_retry_policy,
     deps=["activities"],
     kinds={"audio", "flac"},
     group_name="letter_scoring",
@@ -184,5 +194,11 @@ def build_phrase_audio(
 def phrase_audio(
     context: dg.AssetExecutionContext, config: PhraseAudioConfig, store: ObjectStore
 ) -> dg.MaterializeResult:
-    summaries = [build_phrase_audio(store, key, config) for key in context.partition_keys]
+    summaries = []
+    with stage_scope(context, Stage.PHRASE_AUDIO):
+        for key in context.partition_keys:
+            with partition_scope(context, Stage.PHRASE_AUDIO, key) as record:
+                summary = record.summary = build_phrase_audio(store, key, config)
+                record.attributes.update(store.trace_attributes())
+            summaries.append(summary)
     return dg.MaterializeResult(metadata=summary_metadata(summaries))

@@ -7,13 +7,20 @@ published: the asset skips it, publishes the run's other partitions, and then fa
 import hashlib
 import time
 from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 
 import dagster as dg
 
 from asr_assets.assets.common import StageSummary, summary_metadata
+from asr_assets.assets.instrumentation import PartitionRecord, partition_scope, stage_scope
 from asr_assets.assets.letter_scores import quarantine_key, read_quarantine
-from asr_assets.assets.partitions import daily_backfill_policy, daily_partitions
+from asr_assets.assets.partitions import (
+    daily_backfill_policy,
+    daily_partitions,
+    network_retry_policy,
+)
 from asr_assets.core.errors import Stage
 from asr_assets.core.models import ActivityResult, ModelInfo, PartitionManifest
 from asr_assets.core.storage import result_prefix
@@ -203,18 +210,35 @@ class PublishRun:
         }
 
 
-def publish_run(store: ObjectStore, publisher: Publisher, partition_keys: list[str]) -> PublishRun:
-    """Publish every partition of a run that may be published; remember the ones that may not."""
+@contextmanager
+def _unobserved(_key: str) -> Iterator[PartitionRecord]:
+    yield PartitionRecord()
+
+
+def publish_run(
+    store: ObjectStore,
+    publisher: Publisher,
+    partition_keys: list[str],
+    observe: Callable[[str], AbstractContextManager[PartitionRecord]] = _unobserved,
+) -> PublishRun:
+    """Publish every partition of a run that may be published; remember the ones that may not.
+
+    `observe` wraps each partition (the asset passes its `partition_scope`: span, log record,
+    metrics).
+    """
     run = PublishRun()
     for key in partition_keys:
-        try:
-            summary, report, _ = publish_partition(store, publisher, key)
-        except PartitionQuarantinedError:
-            run.quarantined[key] = store.uri(quarantine_key(key))
-            log.warning(
-                "partition_not_published_quarantined", stage=Stage.PUBLISH.value, partition=key
-            )
-            continue
+        with observe(key) as record:
+            try:
+                summary, report, _ = publish_partition(store, publisher, key)
+            except PartitionQuarantinedError:
+                run.quarantined[key] = store.uri(quarantine_key(key))
+                log.warning(
+                    "partition_not_published_quarantined", partition=key, status="quarantined"
+                )
+                continue
+            record.summary = summary
+            record.attributes["asr.activities_failed"] = report.failed
         run.summaries.append(summary)
         run.reports[key] = report
     return run
@@ -227,6 +251,7 @@ class PublishFailedError(RuntimeError):
 @dg.asset(
     partitions_def=daily_partitions,
     backfill_policy=daily_backfill_policy,
+    retry_policy=network_retry_policy,
     deps=["letter_scores"],
     kinds={"json"},
     group_name="letter_scoring",
@@ -235,19 +260,30 @@ class PublishFailedError(RuntimeError):
 def published_scores(
     context: dg.AssetExecutionContext, store: ObjectStore, publisher: Publisher
 ) -> dg.MaterializeResult:
-    run = publish_run(store, publisher, list(context.partition_keys))
-    metadata = {**summary_metadata(run.summaries), **run.totals()}
-    failed = {key: r.failed for key, r in run.reports.items() if r.failed}
-    if run.quarantined or failed:
-        # dg.Failure carries the counts into the step-failure event, so deliveries that did
-        # succeed are still visible; a retry re-sends everything and the duplicates are no-ops.
-        problems = []
-        if run.quarantined:
-            problems.append(f"quarantined, not published: {', '.join(sorted(run.quarantined))}")
-        if failed:
-            problems.append(
-                "deliveries failed: "
-                + ", ".join(f"{key} ({count})" for key, count in sorted(failed.items()))
+    with stage_scope(context, Stage.PUBLISH, permanent=(PartitionNotCommittedError,)):
+        run = publish_run(
+            store,
+            publisher,
+            list(context.partition_keys),
+            observe=lambda key: partition_scope(context, Stage.PUBLISH, key),
+        )
+        metadata = {**summary_metadata(run.summaries), **run.totals()}
+        failed = {key: r.failed for key, r in run.reports.items() if r.failed}
+        if run.quarantined or failed:
+            # dg.Failure carries the counts into the step-failure event, so deliveries that did
+            # succeed are still visible. A step retry re-sends everything (the duplicates are
+            # no-ops), so it is allowed only when some delivery failed for a transient reason:
+            # a quarantine or a rejected record is the same on every attempt.
+            problems = []
+            if run.quarantined:
+                problems.append(f"quarantined, not published: {', '.join(sorted(run.quarantined))}")
+            if failed:
+                problems.append(
+                    "deliveries failed: "
+                    + ", ".join(f"{key} ({count})" for key, count in sorted(failed.items()))
+                )
+            transient = sum(r.transient_failures for r in run.reports.values())
+            raise dg.Failure(
+                description="; ".join(problems), metadata=metadata, allow_retries=transient > 0
             )
-        raise dg.Failure(description="; ".join(problems), metadata=metadata)
     return dg.MaterializeResult(metadata=metadata)

@@ -16,7 +16,12 @@ from asr_assets.assets.common import (
     key_fields,
     summary_metadata,
 )
-from asr_assets.assets.partitions import daily_backfill_policy, daily_partitions
+from asr_assets.assets.instrumentation import partition_scope, stage_scope
+from asr_assets.assets.partitions import (
+    daily_backfill_policy,
+    daily_partitions,
+    network_retry_policy,
+)
 from asr_assets.core.audio import decode_clip
 from asr_assets.core.batching import plan_batches
 from asr_assets.core.decoding import DecodeError, greedy_decode
@@ -25,6 +30,7 @@ from asr_assets.core.storage import emissions_key, stage_table_key
 from asr_assets.core.tables import PHRASE_AUDIO_SCHEMA, TRANSCRIPTS_SCHEMA, to_table
 from asr_assets.inference.base import Emissions, InferenceEngine, InferenceError
 from asr_assets.observability.logging import get_logger
+from asr_assets.observability.tracing import span
 from asr_assets.resources.inference import InferenceResource
 from asr_assets.resources.object_store import ObjectStore
 
@@ -69,6 +75,23 @@ def engine_names(engine: InferenceEngine, count: int) -> list[str]:
     if isinstance(names, list) and len(names) == count:
         return [str(name) for name in names]
     return [str(getattr(engine, "last_engine_name", engine.name))] * count
+
+
+def engine_device(engine: InferenceEngine) -> str:
+    """Where the engine computes: its `device` when it says (cpu, triton), else cpu."""
+    return str(getattr(engine, "device", "cpu"))
+
+
+def engine_attributes(engine: InferenceEngine) -> dict[str, object]:
+    """Span attributes naming the engine, its device, the model and the Triton model if any."""
+    return {
+        "asr.engine": engine.name,
+        "asr.device": engine_device(engine),
+        "asr.model": engine.model.name,
+        "asr.model_version": engine.model.version,
+        "asr.model_sha256": engine.model.sha256[:16],
+        "asr.triton_model": getattr(engine, "triton_model", None),
+    }
 
 
 def _infer_isolating(
@@ -173,9 +196,24 @@ def build_transcripts(
         outputs: list[tuple[Emissions | PhraseError, str]] = []
         if to_run:
             clips = [decode_clip(store.read_bytes(str(audio[p]["clip_key"]))) for p in to_run]
-            batch_started = time.perf_counter()
-            outputs = _infer_isolating(engine, clips)
-            batch_ms = (time.perf_counter() - batch_started) * 1000
+            with span(
+                "asr.inference.batch",
+                {
+                    **engine_attributes(engine),
+                    "asr.batch_size": len(clips),
+                    "asr.batch_samples": sum(int(c.size) for c in clips),
+                    "asr.padded_samples": plan.padded_length,
+                    "asr.activity_count": len({audio[p]["activity_id"] for p in to_run}),
+                },
+            ) as batch_span:
+                batch_started = time.perf_counter()
+                outputs = _infer_isolating(engine, clips)
+                batch_ms = (time.perf_counter() - batch_started) * 1000
+                scored_by = sorted({name for _, name in outputs})
+                batch_span.set_attribute("asr.scored_by", ",".join(scored_by))
+                batch_span.set_attribute(
+                    "asr.failed", sum(isinstance(o, PhraseError) for o, _ in outputs)
+                )
             inference_total += batch_ms
         for position, (output, engine_name) in zip(to_run, outputs, strict=True):
             row = audio[position]
@@ -189,6 +227,14 @@ def build_transcripts(
                 row, output, key, engine_name, per_phrase_ms, engine, config.robust_decoding
             )
             engines[engine_name] += 1
+            log.debug(
+                "phrase_transcribed",
+                activity_id=row["activity_id"],
+                phrase_index=row["phrase_index"],
+                status="errored" if "error_reason" in results[position] else "ok",
+                engine=engine_name,
+                latency_ms=per_phrase_ms,
+            )
         for position in members:
             cached_entry = results[position]
             if "_cached" in cached_entry:
@@ -231,21 +277,13 @@ def build_transcripts(
         for r in rows[:10]
     ]
     summary.check_reconciles()
-    log.info(
-        "stage_finished",
-        stage=Stage.TRANSCRIPTS.value,
-        partition=partition_key,
-        phrases_in=summary.phrases_in,
-        phrases_errored=summary.phrases_errored,
-        batches=len(plans),
-        latency_ms=round(summary.timings_ms["stage"], 1),
-    )
     return summary
 
 
 @dg.asset(
     partitions_def=daily_partitions,
     backfill_policy=daily_backfill_policy,
+    retry_policy=network_retry_policy,
     deps=["phrase_audio"],
     kinds={"pytorch"},
     group_name="letter_scoring",
@@ -257,10 +295,15 @@ def transcripts(
     store: ObjectStore,
     inference: InferenceResource,
 ) -> dg.MaterializeResult:
-    with inference.open_engine() as engine:
-        summaries = [
-            build_transcripts(store, engine, key, config) for key in context.partition_keys
-        ]
+    summaries = []
+    with stage_scope(context, Stage.TRANSCRIPTS), inference.open_engine() as engine:
+        for key in context.partition_keys:
+            with partition_scope(context, Stage.TRANSCRIPTS, key) as record:
+                summary = record.summary = build_transcripts(store, engine, key, config)
+                record.model = f"{engine.model.name}@{engine.model.version}"
+                record.device = engine_device(engine)
+                record.attributes.update(engine_attributes(engine))
+            summaries.append(summary)
     fallback = summaries[-1].extra.get("inference_fallback") if summaries else None
     if isinstance(fallback, dict) and fallback.get("fell_back"):
         context.log.warning(

@@ -48,7 +48,7 @@ from asr_assets.checks.suites import ACTIVITIES_CHECKS, LETTER_SCORES_CHECKS
 from asr_assets.core.errors import Stage
 from asr_assets.core.models import PartitionManifest
 from asr_assets.core.storage import RESULT_TABLES, partition_date, result_prefix, stage_table_key
-from asr_assets.observability.logging import get_logger
+from asr_assets.observability.logging import get_logger, run_context
 from asr_assets.resources.object_store import ObjectStore
 
 log = get_logger(__name__)
@@ -206,20 +206,23 @@ def activities_quality_gate(
 ) -> Iterator[dg.AssetCheckResult]:
     outcomes: list[CheckOutcome] = []
     quarantined: dict[str, str] = {}
-    for key in context.partition_keys:
-        table = store.read_table(stage_table_key(Stage.ACTIVITIES, key))
-        partition_outcomes = data_quality.validate_activities(key, table)
-        outcomes += partition_outcomes
-        location = judge_partition(
-            store,
-            key,
-            ACTIVITIES_GATE,
-            partition_outcomes,
-            context.run.run_id,
-            _committed_run_id(store, key),
-        )
-        if location:
-            quarantined[key] = location
+    with run_context(
+        correlation_id=context.run.run_id, stage=Stage.ACTIVITIES.value, check=ACTIVITIES_GATE
+    ):
+        for key in context.partition_keys:
+            table = store.read_table(stage_table_key(Stage.ACTIVITIES, key))
+            partition_outcomes = data_quality.validate_activities(key, table)
+            outcomes += partition_outcomes
+            location = judge_partition(
+                store,
+                key,
+                ACTIVITIES_GATE,
+                partition_outcomes,
+                context.run.run_id,
+                _committed_run_id(store, key),
+            )
+            if location:
+                quarantined[key] = location
     yield from _results(ACTIVITIES_CHECKS, outcomes, quarantined)
 
 
@@ -233,15 +236,25 @@ def letter_scores_quality_gate(
 ) -> Iterator[dg.AssetCheckResult]:
     outcomes: list[CheckOutcome] = []
     quarantined: dict[str, str] = {}
-    for key in context.partition_keys:
-        manifest, tables = read_result_tables(store, key)
-        partition_outcomes = data_quality.validate_letter_scores(key, manifest, tables)
-        outcomes += partition_outcomes
-        location = judge_partition(
-            store, key, LETTER_SCORES_GATE, partition_outcomes, context.run.run_id, manifest.run_id
-        )
-        if location:
-            quarantined[key] = location
+    with run_context(
+        correlation_id=context.run.run_id,
+        stage=Stage.LETTER_SCORES.value,
+        check=LETTER_SCORES_GATE,
+    ):
+        for key in context.partition_keys:
+            manifest, tables = read_result_tables(store, key)
+            partition_outcomes = data_quality.validate_letter_scores(key, manifest, tables)
+            outcomes += partition_outcomes
+            location = judge_partition(
+                store,
+                key,
+                LETTER_SCORES_GATE,
+                partition_outcomes,
+                context.run.run_id,
+                manifest.run_id,
+            )
+            if location:
+                quarantined[key] = location
     yield from _results(LETTER_SCORES_CHECKS, outcomes, quarantined)
 
 
@@ -356,6 +369,9 @@ def letter_scores_drift(
         )
         log.info(
             "drift_evaluated",
+            correlation_id=context.run.run_id,
+            stage=Stage.LETTER_SCORES.value,
+            check=DRIFT_CHECK,
             partition=key,
             baseline_partitions=len(report.baseline_partitions),
             shifted=report.shifted,

@@ -118,11 +118,9 @@ def _jsonable(value: Any) -> Any:
         return [_jsonable(v) for v in value]
     if value is None:
         return None
-    try:
-        if pd.isna(value):
-            return None
-    except (TypeError, ValueError):
-        pass
+    # pd.isna answers element-wise for array-likes; only a scalar can be "missing" here.
+    if pd.api.types.is_scalar(value) and pd.isna(value):
+        return None
     if hasattr(value, "item"):
         value = value.item()
     if isinstance(value, float):

@@ -216,3 +216,6 @@ class PartitionManifest(_Frozen):
     phrases_in: int
     phrases_scored: int
     phrases_errored: int
+    # The processing ledger file written by the committing run (core/ledger.py); None in
+    # partitions committed before the ledger existed.
+    ledger: str | None = None

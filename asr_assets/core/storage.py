@@ -12,6 +12,7 @@ MAX_KEY_LENGTH = 1024
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 CATALOG_PREFIX = "catalog/activities"
+LEDGER_PREFIX = "ledger"
 RESULT_TABLES = ("letter_scores", "phrase_results", "errors")
 SUCCESS_FILE = "_SUCCESS"
 
@@ -68,3 +69,18 @@ def result_prefix(table: str, partition_key: str) -> str:
 
 def staging_prefix(run_id: str, partition_key: str) -> str:
     return f"results/_staging/{run_id}/activity_date={partition_key}"
+
+
+def run_token(run_id: str) -> str:
+    """A run id as it appears in key names: safe characters only, bounded length."""
+    return "".join(c for c in run_id if c.isalnum() or c in "-_")[:64] or "run"
+
+
+def ledger_prefix(partition_key: str) -> str:
+    """The processing ledger of a partition: one file per run that committed it (history)."""
+    return f"{LEDGER_PREFIX}/activity_date={partition_date(partition_key).isoformat()}"
+
+
+def ledger_key(partition_key: str, run_id: str) -> str:
+    """Deterministic per (partition, run): a retried step of the same run rewrites its own file."""
+    return f"{ledger_prefix(partition_key)}/run-{run_token(run_id)}.parquet"

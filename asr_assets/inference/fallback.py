@@ -51,11 +51,13 @@ class FallbackInferenceEngine:
         vocabulary: CtcVocabulary,
         fallback_enabled: bool = True,
         primary_name: str = "triton",
+        primary_model: str | None = None,
         request_errors: tuple[type[BaseException], ...] = (),
         max_batch_size: int = 32,
         max_batch_samples: int = 16_000 * 480,
     ) -> None:
         self.name = primary_name
+        self.triton_model = primary_model
         self.model = model
         self.vocabulary = vocabulary
         self.max_batch_size = max_batch_size
@@ -73,6 +75,13 @@ class FallbackInferenceEngine:
         self._fallback_reason: str | None = None
         self._fallback_episodes = 0
         self._connect()
+
+    @property
+    def device(self) -> str:
+        """Where the last batch ran: the primary's name, or the local engine's device."""
+        if self._local is not None and self.last_engine_name == self._local.name:
+            return str(getattr(self._local, "device", "cpu"))
+        return self.name
 
     # -- opening ------------------------------------------------------------------------------
 
@@ -183,6 +192,7 @@ class FallbackInferenceEngine:
         self._fallback_reason = reason
         log.warning(
             "inference_fallback",
+            status="fallback",
             primary=self.name,
             reason=reason,
             breaker_state=self._breaker.state.value,

@@ -38,6 +38,7 @@ class LocalTorchEngine:
     """
 
     name = "local-torch"
+    device = "cpu"  # the model is never moved to an accelerator: the GPU path is Triton
 
     def __init__(
         self,

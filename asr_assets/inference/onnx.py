@@ -323,6 +323,8 @@ class LocalOnnxEngine:
     small accuracy cost measured by `tools/export/evaluate.py`).
     """
 
+    device = "cpu"  # CPUExecutionProvider only: the GPU path is Triton
+
     def __init__(
         self,
         model_dir: Path,

@@ -15,7 +15,10 @@ What the engine adds around a plain client:
   the server so it drops queued work nobody waits for;
 - retries only for transport errors (unavailable, connection refused/reset) through the shared
   TRITON retry policy; a timeout is not retried (it would add load to a slow server) and a
-  rejected request is the request's fault, not the server's.
+  rejected request is the request's fault, not the server's;
+- a rate limit: every request attempt takes a token from the process's Triton bucket
+  (`ASR_RATE_TRITON_PER_S` / `ASR_RATE_TRITON_BURST`), so a runaway loop or retry storm
+  cannot flood a server other teams share.
 
 Errors are split for the circuit breaker (`inference/fallback.py`): `TritonUnavailableError` says
 the server cannot serve (counts towards opening the breaker), `TritonRequestError` says it refused
@@ -49,7 +52,8 @@ from asr_assets.inference.onnx import (
     emissions_from_outputs,
     pad_batch,
 )
-from asr_assets.observability.logging import get_logger
+from asr_assets.observability.logging import get_logger, in_current_context
+from asr_assets.reliability.rate_limit import shared_bucket
 from asr_assets.reliability.retry import Dependency, retrying
 
 log = get_logger(__name__)
@@ -337,6 +341,7 @@ class TritonInferenceEngine:
     """
 
     name = ENGINE_NAME
+    device = "triton"
 
     def __init__(
         self,
@@ -348,6 +353,7 @@ class TritonInferenceEngine:
     ) -> None:
         started = time.perf_counter()
         self.settings = settings
+        self.triton_model = settings.model_name
         self.model = model
         self.vocabulary = vocabulary
         self._transport_factory = transport_factory
@@ -391,11 +397,15 @@ class TritonInferenceEngine:
     def _request(self, clips: Sequence[np.ndarray], padded_length: int) -> list[Emissions]:
         values, lengths = pad_batch(clips, padded_length)
         started = time.perf_counter()
+        bucket = shared_bucket(Dependency.TRITON)
         try:
             transport = self._transport()
-            log_probs, frames = retrying(Dependency.TRITON, is_retryable)(
-                transport.infer, values, lengths
-            )
+
+            def attempt() -> tuple[np.ndarray, np.ndarray]:
+                bucket.acquire()  # per attempt: retries count against the rate too
+                return transport.infer(values, lengths)
+
+            log_probs, frames = retrying(Dependency.TRITON, is_retryable)(attempt)
         except Exception as exc:  # classified below; tritonclient and sockets raise many types
             reason = f"{self.settings.target}: request of {len(clips)}x{padded_length} failed: "
             if is_request_fault(exc):
@@ -425,8 +435,11 @@ class TritonInferenceEngine:
         futures: list[tuple[list[int], Future[list[Emissions]]]] = [
             (
                 plan.indices,
+                # Request threads log (retries) for the run: they carry its context.
                 self._pool.submit(
-                    self._request, [clips[i] for i in plan.indices], plan.padded_length
+                    in_current_context(self._request),
+                    [clips[i] for i in plan.indices],
+                    plan.padded_length,
                 ),
             )
             for plan in plans

@@ -1,38 +1,124 @@
 """One structured log schema for every module.
 
-Records are JSON carried by stdlib logging, so Dagster's captured logs, `dagster dev` and a log
-shipper all see the same fields: service, env, correlation_id (the run id), stage, activity_id,
-phrase_index, status, latency_ms. Student identifiers are removed before rendering, whatever a
-caller passes.
+Records are JSON carried by stdlib logging, so Dagster's captured logs (`dagster.yaml` manages the
+`asr_assets` loggers), `dagster dev` and a log shipper all see the same fields:
+
+| field | always | meaning |
+| --- | --- | --- |
+| `event`, `level`, `timestamp`, `logger` | yes | what happened, severity, UTC ISO time, module |
+| `service` | yes | `asr-platform` |
+| `env` | yes | `local` / `aws` (set when the definitions load), `unknown` before that |
+| `correlation_id` | yes (null outside a run) | the Dagster run id, bound by each asset |
+| `stage` | yes (null outside a stage) | `activities`, `phrase_audio`, ..., `published_scores` |
+| `activity_id`, `phrase_index` | per-phrase records | the phrase concerned |
+| `status` | outcome records | `started`, `ok`, `failed`, `retrying`, `fallback`, ... |
+| `latency_ms` | timed records | float milliseconds |
+| `trace_id`, `span_id` | while a span records | OpenTelemetry ids (hex), to find the trace |
+
+Levels policy: INFO when a stage (or a dependency call worth timing) starts and finishes; DEBUG
+per phrase; WARNING for a retry, a fallback, a degraded path; ERROR for a failed stage, with the
+stack (`exc_info=True` renders it into `exception`).
+
+Student identifiers never reach a log: keys that name them are dropped at any depth, and the
+values the activities stage has seen as `student_id`s (`register_sensitive_values`) are replaced by
+`[redacted]` wherever they appear in a string, tracebacks included. Rows are never passed to logs;
+this is the net under that rule.
 """
 
 from __future__ import annotations
 
+import contextvars
 import logging
+import re
+import sys
 import threading
-from collections.abc import MutableMapping
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
+from contextlib import contextmanager
+from typing import Any, ParamSpec, TypeVar
 
 import structlog
 
 SERVICE = "asr-platform"
 FORBIDDEN_KEYS = frozenset({"student_id", "student", "student_name", "aws_secret_access_key"})
+SCHEMA_FIELDS = ("service", "env", "correlation_id", "stage")
+OPTIONAL_FIELDS = ("activity_id", "phrase_index", "status", "latency_ms")
+REDACTED = "[redacted]"
+MAX_SENSITIVE_VALUES = 200_000
+# Ids are matched as whole tokens (a linear scan, whatever the number of ids): first as coarse
+# tokens (which keep e-mail-like ids whole), then as fine ones (an id inside a path or file name).
+_TOKENS = (re.compile(r"[\w\-.:@+]+"), re.compile(r"[\w\-]+"))
+_MAX_DEPTH = 4
+
 _configured = False
 _lock = threading.Lock()
+_environment = "unknown"
+_sensitive: set[str] = set()
+_sensitive_lock = threading.Lock()
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _is_forbidden(key: object) -> bool:
+    return isinstance(key, str) and (key in FORBIDDEN_KEYS or "student" in key.lower())
+
+
+def _scrub_text(text: str) -> str:
+    if not _sensitive or not text:
+        return text
+    if text in _sensitive:
+        return REDACTED
+    for token in _TOKENS:
+        text = token.sub(lambda m: REDACTED if m.group(0) in _sensitive else m.group(0), text)
+    return text
+
+
+def _scrub(value: Any, depth: int = 0) -> Any:
+    if isinstance(value, str):
+        return _scrub_text(value)
+    if depth >= _MAX_DEPTH:
+        return value
+    if isinstance(value, Mapping):
+        return {k: _scrub(v, depth + 1) for k, v in value.items() if not _is_forbidden(k)}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_scrub(v, depth + 1) for v in value]
+    return value
 
 
 def _drop_forbidden(
     _logger: Any, _method: str, event: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
-    for key in FORBIDDEN_KEYS.intersection(event):
+    for key in [k for k in event if _is_forbidden(k)]:
         event.pop(key)
+    for key, value in event.items():
+        if isinstance(value, str | Mapping | list | tuple | set | frozenset):
+            event[key] = _scrub(value)
     return event
 
 
-def _add_service(
+def _add_schema(
     _logger: Any, _method: str, event: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
     event.setdefault("service", SERVICE)
+    event.setdefault("env", _environment)
+    event.setdefault("correlation_id", None)
+    event.setdefault("stage", None)
+    if "latency_ms" in event and event["latency_ms"] is not None:
+        event["latency_ms"] = round(float(event["latency_ms"]), 3)
+    return event
+
+
+def _add_trace_ids(
+    _logger: Any, _method: str, event: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    # No import here: if OpenTelemetry was never imported, no span can be active.
+    trace = sys.modules.get("opentelemetry.trace")
+    if trace is None:
+        return event
+    context = trace.get_current_span().get_span_context()
+    if context.is_valid:
+        event.setdefault("trace_id", format(context.trace_id, "032x"))
+        event.setdefault("span_id", format(context.span_id, "016x"))
     return event
 
 
@@ -44,25 +130,63 @@ def configure_logging() -> None:
             return
         structlog.configure(
             processors=[
+                # First: DEBUG records cost nothing more when DEBUG is off.
+                structlog.stdlib.filter_by_level,
                 structlog.contextvars.merge_contextvars,
-                _add_service,
-                _drop_forbidden,
+                _add_schema,
+                _add_trace_ids,
+                structlog.stdlib.add_logger_name,
                 structlog.stdlib.add_log_level,
                 structlog.processors.TimeStamper(fmt="iso", utc=True),
                 structlog.processors.format_exc_info,
-                structlog.processors.JSONRenderer(sort_keys=True),
+                # Last before rendering: also scrubs the rendered traceback.
+                _drop_forbidden,
+                structlog.processors.JSONRenderer(sort_keys=True, default=str),
             ],
             logger_factory=structlog.stdlib.LoggerFactory(),
             wrapper_class=structlog.stdlib.BoundLogger,
             cache_logger_on_first_use=True,
         )
-        logging.getLogger("asr_assets").setLevel(logging.INFO)
+        logger = logging.getLogger("asr_assets")
+        if logger.level == logging.NOTSET:
+            logger.setLevel(logging.INFO)
         _configured = True
 
 
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:
     configure_logging()
     return structlog.get_logger(name)
+
+
+def set_environment(name: str) -> None:
+    """The `env` of every record from now on (called when the definitions load)."""
+    global _environment
+    _environment = name
+
+
+def set_log_level(level: str | int | None) -> None:
+    """Level of the `asr_assets` loggers (`ASR_LOG_LEVEL`); None leaves it as it is."""
+    if level is None or level == "":
+        return
+    resolved = logging.getLevelName(level.upper()) if isinstance(level, str) else level
+    if not isinstance(resolved, int):
+        raise ValueError(f"unknown log level {level!r}")
+    logging.getLogger("asr_assets").setLevel(resolved)
+
+
+def register_sensitive_values(values: Iterable[object]) -> None:
+    """Values (student ids) to redact from every record of this process from now on."""
+    with _sensitive_lock:
+        for value in values:
+            if len(_sensitive) >= MAX_SENSITIVE_VALUES:
+                break
+            if isinstance(value, str) and len(value) >= 3:
+                _sensitive.add(value)
+
+
+def clear_sensitive_values() -> None:
+    with _sensitive_lock:
+        _sensitive.clear()
 
 
 def bind_run_context(**fields: Any) -> None:
@@ -72,3 +196,24 @@ def bind_run_context(**fields: Any) -> None:
 
 def clear_run_context() -> None:
     structlog.contextvars.clear_contextvars()
+
+
+@contextmanager
+def run_context(**fields: Any) -> Iterator[None]:
+    """Bind fields for the block and restore the previous values after it."""
+    with structlog.contextvars.bound_contextvars(**fields):
+        yield
+
+
+def in_current_context(function: Callable[P, R]) -> Callable[P, R]:
+    """`function`, run in a copy of the caller's context (log fields, the active span).
+
+    Thread pools do not carry contextvars into their workers; wrap the task with this in the
+    submitting thread. Each call gets its own copy, so concurrent tasks cannot clash.
+    """
+    snapshot = contextvars.copy_context()
+
+    def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        return snapshot.copy().run(function, *args, **kwargs)
+
+    return run

@@ -6,12 +6,19 @@ environment variable read when the policy is built, never at import:
 `ASR_RETRY_<DEPENDENCY>_ATTEMPTS`, `..._INITIAL_S`, `..._MAX_S`, `..._DEADLINE_S`.
 Which exceptions are worth retrying is the caller's knowledge (an S3 `SlowDown` is, a 403 is not),
 so callers pass a predicate.
+
+Every retry, whichever layer executes it (a tenacity loop here, or botocore's request loop driven
+by `reliability/aws_hooks.py`), is logged at WARNING in the log schema and counted per dependency
+(`retry_counts`), so stages can report how many retries a run needed (metrics, fault suite).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import random
+import threading
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from enum import StrEnum
@@ -64,6 +71,32 @@ def settings_for(dependency: Dependency, environ: Mapping[str, str] | None = Non
     return replace(base, **overrides)
 
 
+_retry_counts: Counter[str] = Counter()
+_retry_counts_lock = threading.Lock()
+
+
+def record_retry(dependency: Dependency) -> None:
+    """Count one retry of `dependency` in this process (whichever layer performed it)."""
+    with _retry_counts_lock:
+        _retry_counts[dependency.value] += 1
+
+
+def retry_counts() -> dict[str, int]:
+    """Retries per dependency since the process started; callers diff two snapshots."""
+    with _retry_counts_lock:
+        return dict(_retry_counts)
+
+
+def backoff_delay(settings: RetrySettings, attempt: int) -> float:
+    """Full-jitter exponential delay before retry number `attempt` (1-based).
+
+    The same curve as the tenacity policies below (`wait_random_exponential`), for layers that
+    compute their own sleep (botocore's request loop).
+    """
+    ceiling = min(settings.max_s, settings.initial_s * 2 ** max(0, attempt - 1))
+    return random.uniform(0.0, max(0.0, ceiling))  # noqa: S311 - jitter, not cryptography
+
+
 def retrying(
     dependency: Dependency,
     retry_if: Callable[[BaseException], bool],
@@ -77,12 +110,14 @@ def retrying(
     def _log_retry(state: tenacity.RetryCallState) -> None:
         outcome = state.outcome
         error = outcome.exception() if outcome is not None else None
+        record_retry(dependency)
         log.warning(
             "retrying",
             dependency=dependency.value,
             attempt=state.attempt_number,
             error=type(error).__name__ if error else None,
             sleep_s=round(state.upcoming_sleep, 3) if state.upcoming_sleep else 0.0,
+            status="retrying",
         )
         if on_retry is not None:
             on_retry(state)

@@ -2,11 +2,20 @@
 
 The query is the DuckDB catalog's, built by `core/sql.py` for the Athena dialect: the partition
 date and tenant ids are bound parameters (pyathena's pyformat formatter renders them as escaped
-literals), the table name is validated configuration. One retry layer, ours: pyathena's own API
-retries and botocore's are switched off, and the whole query runs under the Athena policy of
-`reliability/retry.py`, with `is_retryable_athena_error` deciding what is transient. A query that
-runs past `query_timeout_s` is cancelled in Athena (so it stops costing money) and reported as
-`CatalogUnavailableError`, not retried: a slow query will be as slow the next time.
+literals), the table name is validated configuration.
+
+Retries are ours, at the level where the fault happened (pyathena's own API retries and
+botocore's are switched off):
+- each request pyathena makes (StartQueryExecution, every status poll, the result download from
+  S3) is retried on its own under the Athena policy of `reliability/retry.py`, inside botocore's
+  request loop (`reliability/aws_hooks.py`, installed on the boto3 session pyathena uses), and
+  takes a token from the Athena rate limit first. A throttled poll costs one poll, not a re-run
+  (and re-billing) of the query;
+- the whole query is retried only when it failed for a transient reason that no single request
+  could cure: Athena reports the query FAILED with an overload reason (`SlowDown`, internal
+  error), or an error reached us that the per-request layer never saw.
+A query that runs past `query_timeout_s` is cancelled in Athena (so it stops costing money) and
+reported as `CatalogUnavailableError`, not retried: a slow query will be as slow the next time.
 
 Results come back as Arrow (`conform_catalog_table` casts them to the data contract) through one
 of two pyathena cursors:
@@ -19,6 +28,7 @@ of two pyathena cursors:
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Mapping
 from typing import Any, Literal
@@ -29,6 +39,8 @@ from pydantic import Field, model_validator
 from asr_assets.core.sql import Dialect, activities_query, athena_parameters, athena_table_source
 from asr_assets.core.storage import partition_date
 from asr_assets.observability.logging import get_logger
+from asr_assets.observability.tracing import span
+from asr_assets.reliability.aws_hooks import install_request_policy, retries_exhausted
 from asr_assets.reliability.retry import Dependency, retrying
 from asr_assets.resources.catalog import (
     ActivityCatalog,
@@ -57,6 +69,27 @@ _TRANSIENT_FAILURE_MARKERS = (
     "INTERNAL_ERROR",
     "InternalError",
 )
+
+
+_SESSIONS: dict[str | None, Any] = {}
+# boto3 sessions are not thread-safe; pyathena builds its clients from ours inside `connect`.
+_SESSION_LOCK = threading.Lock()
+
+
+def athena_session(region_name: str | None) -> Any:
+    """The process's boto3 session for Athena, with our per-request policy installed once.
+
+    Every client pyathena builds from it (Athena, and S3 for the result download) inherits the
+    retry and rate-limit handlers.
+    """
+    import boto3
+
+    session = _SESSIONS.get(region_name)
+    if session is None:
+        session = boto3.session.Session(region_name=region_name)
+        install_request_policy(session.events, Dependency.ATHENA, is_retryable_athena_error)
+        _SESSIONS[region_name] = session
+    return session
 
 
 class AthenaQueryTimeoutError(CatalogUnavailableError):
@@ -98,6 +131,11 @@ def is_retryable_athena_error(exc: BaseException) -> bool:
     return isinstance(exc, OperationalError) and any(
         marker in str(exc) for marker in _TRANSIENT_FAILURE_MARKERS
     )
+
+
+def is_retryable_query_error(exc: BaseException) -> bool:
+    """Worth re-running the whole query: transient, and not already retried request by request."""
+    return is_retryable_athena_error(exc) and not any(retries_exhausted(e) for e in _causes(exc))
 
 
 class AthenaActivityCatalog(ActivityCatalog):
@@ -155,18 +193,20 @@ class AthenaActivityCatalog(ActivityCatalog):
         options: dict[str, Any] = {}
         if self.endpoint_url:
             options["endpoint_url"] = self.endpoint_url
-        return connect(
-            s3_staging_dir=self.output_location or "",
-            work_group=self.workgroup,
-            schema_name=self.database,
-            region_name=self.region_name,
-            poll_interval=self.poll_interval_s,
-            cursor_class=cursor_class,
-            retry_config=RetryConfig(attempt=1),  # ours is the only retry layer
-            config=self._botocore_config(),
-            kill_on_interrupt=True,
-            **options,
-        )
+        with _SESSION_LOCK:
+            return connect(
+                s3_staging_dir=self.output_location or "",
+                work_group=self.workgroup,
+                schema_name=self.database,
+                region_name=self.region_name,
+                session=athena_session(self.region_name),
+                poll_interval=self.poll_interval_s,
+                cursor_class=cursor_class,
+                retry_config=RetryConfig(attempt=1),  # ours are the only retry layers
+                config=self._botocore_config(),
+                kill_on_interrupt=True,
+                **options,
+            )
 
     def _run_query(self, sql: str, parameters: Mapping[str, object]) -> pa.Table:
         """One attempt: start, poll until done or past the timeout, read the result."""
@@ -213,9 +253,19 @@ class AthenaActivityCatalog(ActivityCatalog):
         )
         started = time.perf_counter()
         try:
-            table = retrying(Dependency.ATHENA, is_retryable_athena_error)(
-                self._run_query, query.sql, athena_parameters(query)
-            )
+            with span(
+                "athena.query",
+                {
+                    "db.system": "athena",
+                    "db.namespace": self.database,
+                    "asr.athena.workgroup": self.workgroup,
+                    "asr.partition": partition_key,
+                },
+            ) as query_span:
+                table = retrying(Dependency.ATHENA, is_retryable_query_error)(
+                    self._run_query, query.sql, athena_parameters(query)
+                )
+                query_span.set_attribute("asr.rows", table.num_rows)
         except CatalogUnavailableError:
             raise
         except (PyAthenaError, BotoCoreError, ClientError) as exc:
@@ -233,6 +283,7 @@ class AthenaActivityCatalog(ActivityCatalog):
             "athena_query_finished",
             partition=partition_key,
             rows=table.num_rows,
+            status="ok",
             latency_ms=round((time.perf_counter() - started) * 1000, 1),
         )
         return conform_catalog_table(table)

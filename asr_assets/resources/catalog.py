@@ -12,6 +12,9 @@ from pydantic import Field
 from asr_assets.core.sql import Dialect, activities_query
 from asr_assets.core.storage import catalog_partition_prefix, partition_date
 from asr_assets.core.tables import CATALOG_SCHEMA
+from asr_assets.observability.logging import get_logger
+
+log = get_logger(__name__)
 
 
 class CatalogUnavailableError(RuntimeError):
@@ -38,7 +41,16 @@ def conform_catalog_table(table: pa.Table) -> pa.Table:
             column = column.cast(pa.timestamp(column.type.unit, tz="UTC"))
         try:
             column = column.cast(field.type, safe=True)
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            # Every row then fails validation with a reason code; say why once, here.
+            log.warning(
+                "catalog_column_uncastable",
+                column=field.name,
+                from_type=str(column.type),
+                to_type=str(field.type),
+                error=type(exc).__name__,
+                status="nulled",
+            )
             column = pa.array([None] * len(table), type=field.type)
         columns.append(column)
     return pa.Table.from_arrays(columns, schema=CATALOG_SCHEMA)

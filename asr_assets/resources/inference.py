@@ -259,6 +259,7 @@ class TritonInferenceResource(InferenceResource):
             model=model,
             vocabulary=vocabulary,
             fallback_enabled=self.fallback_enabled,
+            primary_model=self.model_name,
             request_errors=(TritonRequestError,),
             max_batch_size=self.max_batch_size,
             max_batch_samples=int(self.max_batch_seconds * TARGET_SAMPLE_RATE),

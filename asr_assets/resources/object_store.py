@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import Field
 
-from asr_assets.core.storage import SUCCESS_FILE, validate_key
+from asr_assets.core.storage import SUCCESS_FILE, run_token, validate_key
 
 
 class ObjectNotFoundError(KeyError):
@@ -78,6 +78,10 @@ class ObjectStore(dg.ConfigurableResource):
     def uri(self, key: str) -> str:
         return key
 
+    def trace_attributes(self) -> dict[str, object]:
+        """Span attributes that say which store a stage used (never credentials)."""
+        return {"asr.store": type(self).__name__}
+
     def exists(self, key: str) -> bool:
         return self.size(key) is not None
 
@@ -125,8 +129,7 @@ class ObjectStore(dg.ConfigurableResource):
         mix and never a gap. A reader still holding the old manifest when its files are removed
         gets a clean not-found, not new data. Returns the final key of each table's data file.
         """
-        run_id = str(manifest.get("run_id") or "run")
-        token = "".join(c for c in run_id if c.isalnum() or c in "-_")[:64] or "run"
+        token = run_token(str(manifest.get("run_id") or "run"))
         final_keys: dict[str, str] = {}
         for table, prefix in final_prefixes.items():
             final_keys[table] = f"{prefix}/part-{token}.parquet"
@@ -165,6 +168,9 @@ class LocalObjectStore(ObjectStore):
 
     def _path(self, key: str) -> Path:
         return Path(self.root).resolve() / validate_key(key)
+
+    def trace_attributes(self) -> dict[str, object]:
+        return {"asr.store": "local", "asr.store.root": str(Path(self.root).resolve())}
 
     def uri(self, key: str) -> str:
         return str(self._path(key))
@@ -244,7 +250,7 @@ class LocalObjectStore(ObjectStore):
             try:
                 entries = [e for e in os.scandir(path) if not e.name.startswith(".tmp-")]
             except (FileNotFoundError, NotADirectoryError):
-                return
+                return  # removed while we listed: a deleted directory holds no keys
             ordered = sorted(((e.name + "/" if e.is_dir() else e.name), e) for e in entries)
             for sort_key, entry in ordered:
                 if len(found) > max_keys:

@@ -18,8 +18,9 @@ import httpx
 from pydantic import Field
 
 from asr_assets.core.models import ActivityResult
-from asr_assets.observability.logging import get_logger
-from asr_assets.reliability.rate_limit import TokenBucket
+from asr_assets.observability.logging import get_logger, in_current_context
+from asr_assets.observability.tracing import span
+from asr_assets.reliability.rate_limit import RateLimiter, RateLimitSettings, shared_bucket
 from asr_assets.reliability.retry import Dependency, retrying
 from asr_assets.resources.object_store import LocalObjectStore
 
@@ -35,6 +36,9 @@ class PublishReport:
     failed: int = 0
     failures: dict[str, str] = field(default_factory=dict)  # activity_id -> reason
     retries: int = 0
+    # Failures whose last error was transient (throttling, 5xx, transport) after the retries
+    # ran out: a later step retry may deliver them; the others (rejections) it will not.
+    transient_failures: int = 0
 
     @property
     def attempted(self) -> int:
@@ -180,6 +184,7 @@ class _Delivery:
     status: str  # "published" | "duplicate" | "failed"
     attempts: int
     reason: str | None = None
+    transient: bool = False
 
 
 class AppSyncPublisher(Publisher):
@@ -228,24 +233,35 @@ class AppSyncPublisher(Publisher):
         if not records:
             return report
         sign = self._signer()
-        bucket = TokenBucket(self.requests_per_s, float(self.burst))
+        bucket = shared_bucket(
+            Dependency.APPSYNC,
+            RateLimitSettings(per_s=self.requests_per_s, burst=float(self.burst)),
+        )
         retries: list[int] = []
         timeout = httpx.Timeout(self.read_timeout_s, connect=self.connect_timeout_s)
         limits = httpx.Limits(max_connections=self.max_concurrency)
         started = time.perf_counter()
         with (
+            span(
+                "appsync.publish",
+                {
+                    "asr.partition": partition_key,
+                    "asr.activity_count": len(records),
+                    "server.address": urlsplit(self.url).hostname,
+                },
+            ) as publish_span,
             httpx.Client(timeout=timeout, limits=limits) as client,
             ThreadPoolExecutor(
                 max_workers=min(self.max_concurrency, len(records)),
                 thread_name_prefix="appsync-publish",
             ) as pool,
         ):
-            deliveries = list(
-                pool.map(
-                    lambda record: self._deliver(client, sign, bucket, partition_key, record),
-                    records,
-                )
+            # Workers log for this stage and run: they carry its context.
+            deliver = in_current_context(
+                lambda record: self._deliver(client, sign, bucket, partition_key, record)
             )
+            deliveries = list(pool.map(deliver, records))
+            publish_span.set_attribute("asr.failed", sum(d.status == "failed" for d in deliveries))
         for delivery in deliveries:
             retries.append(delivery.attempts - 1)
             if delivery.status == "published":
@@ -255,6 +271,7 @@ class AppSyncPublisher(Publisher):
             else:
                 report.failed += 1
                 report.failures[delivery.activity_id] = delivery.reason or "unknown"
+                report.transient_failures += int(delivery.transient)
         report.retries = sum(retries)
         log.info(
             "appsync_publish_finished",
@@ -264,6 +281,7 @@ class AppSyncPublisher(Publisher):
             failed=report.failed,
             retries=report.retries,
             failures_by_reason=report.failures_by_reason,
+            status="failed" if report.failed else "ok",
             latency_ms=round((time.perf_counter() - started) * 1000, 1),
         )
         return report
@@ -274,7 +292,7 @@ class AppSyncPublisher(Publisher):
         self,
         client: httpx.Client,
         sign: Callable[[bytes], dict[str, str]],
-        bucket: TokenBucket,
+        bucket: RateLimiter,
         partition_key: str,
         record: ActivityResult,
     ) -> _Delivery:
@@ -306,7 +324,7 @@ class AppSyncPublisher(Publisher):
                 attempts=attempts,
                 detail=(exc.detail if isinstance(exc, AppSyncError) else str(exc))[:300],
             )
-            return _Delivery(record.activity_id, "failed", attempts, reason)
+            return _Delivery(record.activity_id, "failed", attempts, reason, _retryable(exc))
         outcome = "duplicate" if status == "DUPLICATE" else "published"
         log.info(
             "activity_published",

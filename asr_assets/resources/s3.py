@@ -16,6 +16,9 @@ What this adds over a thin boto3 wrapper, and why:
 - Bounded download concurrency per store instance, i.e. per run process (a semaphore), whatever
   the number of threads asking.
 - Keys are validated (`core/storage.validate_key`) before they reach S3 or a local path.
+- A rate limit: every request attempt takes a token from the process's S3 bucket
+  (`reliability/rate_limit.py`, `ASR_RATE_S3_PER_S` / `ASR_RATE_S3_BURST`), so a retry storm
+  after an outage cannot exceed what the prefix can take.
 
 Credentials are never configured here: boto3's default chain (environment, profile, IRSA / instance
 role) supplies them, so nothing secret lives in config, metadata or logs.
@@ -42,6 +45,8 @@ from pydantic import Field, PrivateAttr
 
 from asr_assets.core.storage import validate_key
 from asr_assets.observability.logging import get_logger
+from asr_assets.observability.tracing import span
+from asr_assets.reliability.rate_limit import shared_bucket
 from asr_assets.reliability.retry import Dependency, retrying
 from asr_assets.resources.object_store import (
     InsufficientSpaceError,
@@ -234,6 +239,9 @@ class S3ObjectStore(ObjectStore):
         with self._stats_lock:
             self._stats[name] += amount
 
+    def trace_attributes(self) -> dict[str, object]:
+        return {"aws.s3.bucket": self.bucket, "asr.store": "s3", "asr.store.prefix": self.prefix}
+
     def cache_stats(self) -> dict[str, int]:
         """Counters since this resource was built: hits, misses, bytes, peak concurrency."""
         with self._stats_lock:
@@ -244,7 +252,7 @@ class S3ObjectStore(ObjectStore):
         stats = self.cache_stats()
         if not stats:
             return
-        log.info("s3_store_stats", bucket=self.bucket, **stats)
+        log.info("s3_store_stats", bucket=self.bucket, status="ok", **stats)
         if context.log is not None:
             context.log.info(
                 f"S3 store {self.bucket}: {stats.get('downloads', 0)} downloads "
@@ -262,8 +270,14 @@ class S3ObjectStore(ObjectStore):
         """
         from botocore.exceptions import BotoCoreError, ClientError
 
+        bucket = shared_bucket(Dependency.S3)
+
+        def attempt() -> T:
+            bucket.acquire()  # per attempt: retries count against the rate too
+            return request()
+
         try:
-            return retrying(Dependency.S3, is_retryable_s3_error)(request)
+            return retrying(Dependency.S3, is_retryable_s3_error)(attempt)
         except ClientError as exc:
             code = error_code(exc)
             if code in _NOT_FOUND_CODES or (http_status(exc) == 404 and code != "NoSuchBucket"):
@@ -338,7 +352,10 @@ class S3ObjectStore(ObjectStore):
         """The cached bytes, or None when the blob is gone or corrupt (then re-download)."""
         try:
             data = self._blob_path(ref.sha256).read_bytes()
-        except OSError:
+        except OSError as exc:
+            log.warning(
+                "s3_cache_blob_unreadable", sha256=ref.sha256[:16], error=type(exc).__name__
+            )
             return None
         if len(data) != ref.size or hashlib.sha256(data).hexdigest() != ref.sha256:
             log.warning("s3_cache_blob_corrupt", sha256=ref.sha256[:16])
@@ -459,6 +476,11 @@ class S3ObjectStore(ObjectStore):
     def delete_prefix(self, prefix: str) -> int:
         """Batched: one DeleteObjects request per 1,000 keys instead of one request per key."""
         keys = [self._full_key(info.key) for info in self.iter_objects(prefix)]
+        with span("s3.delete_prefix", {**self.trace_attributes(), "asr.key_count": len(keys)}):
+            self._delete_keys(keys)
+        return len(keys)
+
+    def _delete_keys(self, keys: list[str]) -> None:
         for start in range(0, len(keys), _DELETE_BATCH):
             batch = keys[start : start + _DELETE_BATCH]
             response = self._call(
@@ -474,7 +496,6 @@ class S3ObjectStore(ObjectStore):
                     f"S3 DeleteObjects left {len(errors)} keys: "
                     + ", ".join(sorted({str(e.get("Code")) for e in errors}))
                 )
-        return len(keys)
 
     def copy(self, source_key: str, target_key: str) -> None:
         source = self._full_key(source_key)

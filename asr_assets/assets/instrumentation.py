@@ -1,0 +1,189 @@
+"""How every stage reports itself: log context, spans, metrics, and which failures to retry.
+
+Each asset runs its work inside `stage_scope` (once per run) and `partition_scope` (once per
+partition of the run). Together they:
+- bind the log schema's run context (`correlation_id` = run id, `stage`, `partition`) for every
+  record made inside, including in worker threads that use `in_current_context`;
+- open the spans `asr.stage` (in the run's trace, whose id is the run id: see
+  `observability/tracing.py`) and `asr.partition` (attributes: stage, partition, run id, phrase
+  counts, activity count, model, device);
+- log INFO `stage_started` / `stage_finished` / `partition_finished` with `latency_ms`, and ERROR
+  `stage_failed` with the stack;
+- emit the stage's EMF record per partition (phrases in/ok/errored, latency, retries by
+  dependency, phrases by engine), when metrics are configured;
+- turn failures that a step retry cannot cure (a stage that lost phrases, a full disk, an unsafe
+  key, inference down with fallback off, an Athena query past its timeout) into
+  `dg.Failure(allow_retries=False)`, so the assets' `RetryPolicy` spends its attempts only on
+  transient ones (store or catalog unreachable after the client-level retries).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import dagster as dg
+
+from asr_assets.assets.common import ReconciliationError, StageSummary
+from asr_assets.core.errors import Stage
+from asr_assets.core.storage import UnsafeKeyError
+from asr_assets.inference.fallback import InferenceUnavailableError
+from asr_assets.observability.logging import get_logger, run_context
+from asr_assets.observability.metrics import emit_stage
+from asr_assets.observability.tracing import run_parent_context, span
+from asr_assets.reliability.retry import retry_counts
+from asr_assets.resources.athena import AthenaQueryTimeoutError
+from asr_assets.resources.object_store import InsufficientSpaceError
+from asr_assets.resources.publisher import AppSyncConfigError
+
+log = get_logger(__name__)
+
+#: Failures a step retry cannot cure: retrying them only delays the alert.
+PERMANENT_ERRORS: tuple[type[BaseException], ...] = (
+    ReconciliationError,
+    InsufficientSpaceError,
+    UnsafeKeyError,
+    InferenceUnavailableError,
+    AthenaQueryTimeoutError,
+    AppSyncConfigError,
+)
+
+
+def _retry_delta(before: dict[str, int]) -> dict[str, int]:
+    after = retry_counts()
+    return {dep: n - before.get(dep, 0) for dep, n in after.items() if n - before.get(dep, 0)}
+
+
+@dataclass
+class PartitionRecord:
+    """What a partition's work tells the scope: its summary and, when known, model and device."""
+
+    summary: StageSummary | None = None
+    model: str | None = None
+    device: str | None = None
+    attributes: dict[str, object] = field(default_factory=dict)
+
+
+@contextmanager
+def stage_scope(
+    context: dg.AssetExecutionContext,
+    stage: Stage,
+    *,
+    permanent: tuple[type[BaseException], ...] = (),
+) -> Iterator[None]:
+    """The whole asset body: run context, the stage span, start/finish/failure records."""
+    run_id = context.run.run_id
+    partitions = list(context.partition_keys)
+    started = time.perf_counter()
+    with (
+        run_context(correlation_id=run_id, stage=stage.value),
+        span(
+            "asr.stage",
+            {
+                "asr.stage": stage.value,
+                "asr.correlation_id": run_id,
+                "asr.partition_count": len(partitions),
+                "asr.partitions": ",".join(partitions),
+            },
+            context=run_parent_context(run_id),
+        ),
+    ):
+        log.info("stage_started", status="started", partitions=partitions)
+        try:
+            yield
+        except dg.Failure:
+            log.error(
+                "stage_failed",
+                status="failed",
+                latency_ms=(time.perf_counter() - started) * 1000,
+                exc_info=True,
+            )
+            raise
+        except (*PERMANENT_ERRORS, *permanent) as exc:
+            log.error(
+                "stage_failed",
+                status="failed",
+                retryable=False,
+                error=type(exc).__name__,
+                latency_ms=(time.perf_counter() - started) * 1000,
+                exc_info=True,
+            )
+            raise dg.Failure(
+                description=f"{type(exc).__name__}: {exc}", allow_retries=False
+            ) from exc
+        except Exception as exc:
+            log.error(
+                "stage_failed",
+                status="failed",
+                retryable=True,
+                error=type(exc).__name__,
+                latency_ms=(time.perf_counter() - started) * 1000,
+                exc_info=True,
+            )
+            raise
+        log.info("stage_finished", status="ok", latency_ms=(time.perf_counter() - started) * 1000)
+
+
+@contextmanager
+def partition_scope(
+    context: dg.AssetExecutionContext, stage: Stage, partition_key: str
+) -> Iterator[PartitionRecord]:
+    """One partition of the stage: a child span, the partition's record and its metrics."""
+    record = PartitionRecord()
+    retries_before = retry_counts()
+    started = time.perf_counter()
+    with (
+        run_context(partition=partition_key),
+        span(
+            "asr.partition", {"asr.stage": stage.value, "asr.partition": partition_key}
+        ) as current,
+    ):
+        yield record
+        latency_ms = (time.perf_counter() - started) * 1000
+        retries = _retry_delta(retries_before)
+        summary = record.summary
+        if summary is None:
+            return
+        engines = summary.extra.get("phrases_by_engine")
+        activity_count = summary.extra.get("activities")
+        attributes: dict[str, object] = {
+            **record.attributes,
+            "asr.phrases_in": summary.phrases_in,
+            "asr.phrases_ok": summary.phrases_ok,
+            "asr.phrases_errored": summary.phrases_errored,
+            "asr.activity_count": activity_count if isinstance(activity_count, int) else None,
+            "asr.model": record.model or record.attributes.get("asr.model"),
+            "asr.device": record.device or record.attributes.get("asr.device"),
+            "asr.retries": sum(retries.values()),
+        }
+        for key, value in attributes.items():
+            if value is not None:
+                current.set_attribute(
+                    key, value if isinstance(value, int | float | str) else str(value)
+                )
+        log.info(
+            "partition_finished",
+            status="ok",
+            partition=partition_key,
+            phrases_in=summary.phrases_in,
+            phrases_ok=summary.phrases_ok,
+            phrases_errored=summary.phrases_errored,
+            errors_by_reason=dict(sorted(summary.errors_by_reason.items())),
+            retries=retries,
+            latency_ms=latency_ms,
+        )
+        emit_stage(
+            stage=stage.value,
+            partition=partition_key,
+            correlation_id=context.run.run_id,
+            phrases_in=summary.phrases_in,
+            phrases_ok=summary.phrases_ok,
+            phrases_errored=summary.phrases_errored,
+            latency_ms=latency_ms,
+            retries=retries,
+            device=record.device,
+            model=record.model,
+            phrases_by_engine=engines if isinstance(engines, dict) else None,
+        )

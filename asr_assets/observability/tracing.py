@@ -4,8 +4,8 @@ Configured only by the standard OpenTelemetry variables, read when the first spa
 at import):
 - `OTEL_TRACES_EXPORTER`: `none` (default: tracing off, spans cost a no-op), `console` (one JSON
   document per span on stdout: handy in a terminal or `dagster dev`), `otlp` (OTLP over HTTP to
-  `OTEL_EXPORTER_OTLP_ENDPOINT` / `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`; needs the
-  `opentelemetry-exporter-otlp-proto-http` package, which is not a dependency: without it a
+  `OTEL_EXPORTER_OTLP_ENDPOINT` / `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, through
+  `opentelemetry-exporter-otlp-proto-http`; should that package be missing from an image, a
   WARNING says so and tracing stays off). A comma-separated list combines them.
 - `OTEL_SDK_DISABLED=true` switches tracing off whatever the exporter says.
 - `OTEL_SERVICE_NAME` (default `asr-platform`), `OTEL_RESOURCE_ATTRIBUTES` describe the process;

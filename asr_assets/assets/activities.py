@@ -6,12 +6,8 @@ import dagster as dg
 from pydantic import ValidationError
 
 from asr_assets.assets.common import StageSummary, stage_error, summary_metadata
-from asr_assets.assets.instrumentation import partition_scope, stage_scope
-from asr_assets.assets.partitions import (
-    daily_backfill_policy,
-    daily_partitions,
-    network_retry_policy,
-)
+from asr_assets.assets.instrumentation import each_partition, stage_scope
+from asr_assets.assets.partitions import letter_scoring_asset
 from asr_assets.core.errors import ReasonCode, Stage
 from asr_assets.core.models import ActivityPhrase
 from asr_assets.core.storage import UnsafeKeyError, stage_table_key, validate_key
@@ -122,21 +118,15 @@ def build_activities(
     return summary
 
 
-@dg.asset(
-    partitions_def=daily_partitions,
-    backfill_policy=daily_backfill_policy,
-    retry_policy=network_retry_policy,
+@letter_scoring_asset(
     kinds={"duckdb", "parquet"},
-    group_name="letter_scoring",
     description="The partition's phrases from the activity catalog, one row each, validated.",
 )
 def activities(
     context: dg.AssetExecutionContext, catalog: ActivityCatalog, store: ObjectStore
 ) -> dg.MaterializeResult:
-    summaries = []
     with stage_scope(context, Stage.ACTIVITIES):
-        for key in context.partition_keys:
-            with partition_scope(context, Stage.ACTIVITIES, key) as record:
-                summary = record.summary = build_activities(catalog, store, key)
-            summaries.append(summary)
+        summaries = each_partition(
+            context, Stage.ACTIVITIES, lambda key, _: build_activities(catalog, store, key)
+        )
     return dg.MaterializeResult(metadata=summary_metadata(summaries))

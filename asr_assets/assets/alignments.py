@@ -8,12 +8,8 @@ import dagster as dg
 from pydantic import Field
 
 from asr_assets.assets.common import StageSummary, summary_metadata
-from asr_assets.assets.instrumentation import partition_scope, stage_scope
-from asr_assets.assets.partitions import (
-    daily_backfill_policy,
-    daily_partitions,
-    network_retry_policy,
-)
+from asr_assets.assets.instrumentation import PartitionRecord, each_partition, stage_scope
+from asr_assets.assets.partitions import letter_scoring_asset
 from asr_assets.assets.transcripts import decode_emissions
 from asr_assets.core.audio import decode_clip
 from asr_assets.core.decoding import CtcVocabulary
@@ -197,13 +193,9 @@ def build_alignments(
     return summary
 
 
-@dg.asset(
-    partitions_def=daily_partitions,
-    backfill_policy=daily_backfill_policy,
-    retry_policy=network_retry_policy,
+@letter_scoring_asset(
     deps=["transcripts"],
     kinds={"numpy"},
-    group_name="letter_scoring",
     description="Per-letter status, confidence and time span; `unaligned` with a reason when "
     "forced alignment cannot run.",
 )
@@ -213,13 +205,14 @@ def alignments(
     store: ObjectStore,
     inference: InferenceResource,
 ) -> dg.MaterializeResult:
-    summaries = []
     with stage_scope(context, Stage.ALIGNMENTS):
         vocabulary = inference.vocabulary()
-        for key in context.partition_keys:
-            with partition_scope(context, Stage.ALIGNMENTS, key) as record:
-                summary = record.summary = build_alignments(store, vocabulary, key, config)
-                model = summary.extra.get("model")
-                record.model = str(model) if model else None
-            summaries.append(summary)
+
+        def build(key: str, record: PartitionRecord) -> StageSummary:
+            summary = build_alignments(store, vocabulary, key, config)
+            model = summary.extra.get("model")
+            record.model = str(model) if model else None
+            return summary
+
+        summaries = each_partition(context, Stage.ALIGNMENTS, build)
     return dg.MaterializeResult(metadata=summary_metadata(summaries))

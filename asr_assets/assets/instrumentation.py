@@ -20,7 +20,7 @@ partition of the run). Together they:
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -187,3 +187,21 @@ def partition_scope(
             model=record.model,
             phrases_by_engine=engines if isinstance(engines, dict) else None,
         )
+
+
+def each_partition(
+    context: dg.AssetExecutionContext,
+    stage: Stage,
+    build: Callable[[str, PartitionRecord], StageSummary],
+) -> list[StageSummary]:
+    """Run `build` for every partition of the run, each inside its `partition_scope`.
+
+    `build` returns the partition's summary and may add model, device or span attributes to
+    the record it is given.
+    """
+    summaries: list[StageSummary] = []
+    for key in context.partition_keys:
+        with partition_scope(context, stage, key) as record:
+            record.summary = build(key, record)
+        summaries.append(record.summary)
+    return summaries

@@ -16,12 +16,8 @@ import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict
 
 from asr_assets.assets.common import ReconciliationError, StageSummary, summary_metadata
-from asr_assets.assets.instrumentation import partition_scope, stage_scope
-from asr_assets.assets.partitions import (
-    daily_backfill_policy,
-    daily_partitions,
-    network_retry_policy,
-)
+from asr_assets.assets.instrumentation import PartitionRecord, each_partition, stage_scope
+from asr_assets.assets.partitions import letter_scoring_asset
 from asr_assets.core.errors import Stage
 from asr_assets.core.ledger import (
     LEDGER_SCHEMA,
@@ -337,24 +333,19 @@ def build_letter_scores(
     return summary, manifest
 
 
-@dg.asset(
-    partitions_def=daily_partitions,
-    backfill_policy=daily_backfill_policy,
-    retry_policy=network_retry_policy,
+@letter_scoring_asset(
     deps=["alignments"],
     kinds={"parquet"},
-    group_name="letter_scoring",
     description="Result partition: letter_scores, phrase_results and errors Parquet, committed "
     "with a _SUCCESS manifest written last.",
 )
 def letter_scores(context: dg.AssetExecutionContext, store: ObjectStore) -> dg.MaterializeResult:
-    summaries = []
+    def build(key: str, record: PartitionRecord) -> StageSummary:
+        summary, manifest = build_letter_scores(store, key, context.run.run_id)
+        record.model = f"{manifest.model.name}@{manifest.model.version}"
+        record.attributes.update(store.trace_attributes())
+        return summary
+
     with stage_scope(context, Stage.LETTER_SCORES):
-        for key in context.partition_keys:
-            with partition_scope(context, Stage.LETTER_SCORES, key) as record:
-                summary, manifest = build_letter_scores(store, key, context.run.run_id)
-                record.summary = summary
-                record.model = f"{manifest.model.name}@{manifest.model.version}"
-                record.attributes.update(store.trace_attributes())
-            summaries.append(summary)
+        summaries = each_partition(context, Stage.LETTER_SCORES, build)
     return dg.MaterializeResult(metadata=summary_metadata(summaries))

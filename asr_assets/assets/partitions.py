@@ -1,7 +1,9 @@
-"""Partitioning, backfill and step-retry policies every asset shares.
+"""Partitioning, backfill and step-retry policies every asset shares, and its decorator.
 
 One partition = one UTC day of activities.
 """
+
+import functools
 
 import dagster as dg
 
@@ -21,4 +23,14 @@ daily_backfill_policy = dg.BackfillPolicy.multi_run(max_partitions_per_run=7)
 # (`assets/instrumentation.py`).
 network_retry_policy = dg.RetryPolicy(
     max_retries=3, delay=1, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.FULL
+)
+
+#: `@dg.asset` with what every letter-scoring stage shares; each stage adds its deps, kinds and
+#: description.
+letter_scoring_asset = functools.partial(
+    dg.asset,
+    partitions_def=daily_partitions,
+    backfill_policy=daily_backfill_policy,
+    retry_policy=network_retry_policy,
+    group_name="letter_scoring",
 )

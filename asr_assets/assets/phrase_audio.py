@@ -14,12 +14,8 @@ from asr_assets.assets.common import (
     key_fields,
     summary_metadata,
 )
-from asr_assets.assets.instrumentation import partition_scope, stage_scope
-from asr_assets.assets.partitions import (
-    daily_backfill_policy,
-    daily_partitions,
-    network_retry_policy,
-)
+from asr_assets.assets.instrumentation import PartitionRecord, each_partition, stage_scope
+from asr_assets.assets.partitions import letter_scoring_asset
 from asr_assets.core.audio import (
     TARGET_SAMPLE_RATE,
     AudioPolicy,
@@ -182,23 +178,19 @@ def build_phrase_audio(
     return summary
 
 
-@dg.asset(
-    partitions_def=daily_partitions,
-    backfill_policy=daily_backfill_policy,
-    retry_policy=network_retry_policy,
+@letter_scoring_asset(
     deps=["activities"],
     kinds={"audio", "flac"},
-    group_name="letter_scoring",
     description="Each phrase's recording decoded to 16 kHz mono, validated, cached as FLAC.",
 )
 def phrase_audio(
     context: dg.AssetExecutionContext, config: PhraseAudioConfig, store: ObjectStore
 ) -> dg.MaterializeResult:
-    summaries = []
+    def build(key: str, record: PartitionRecord) -> StageSummary:
+        summary = build_phrase_audio(store, key, config)
+        record.attributes.update(store.trace_attributes())
+        return summary
+
     with stage_scope(context, Stage.PHRASE_AUDIO):
-        for key in context.partition_keys:
-            with partition_scope(context, Stage.PHRASE_AUDIO, key) as record:
-                summary = record.summary = build_phrase_audio(store, key, config)
-                record.attributes.update(store.trace_attributes())
-            summaries.append(summary)
+        summaries = each_partition(context, Stage.PHRASE_AUDIO, build)
     return dg.MaterializeResult(metadata=summary_metadata(summaries))

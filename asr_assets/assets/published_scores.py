@@ -16,11 +16,7 @@ import dagster as dg
 from asr_assets.assets.common import StageSummary, summary_metadata
 from asr_assets.assets.instrumentation import PartitionRecord, partition_scope, stage_scope
 from asr_assets.assets.letter_scores import quarantine_key, read_quarantine
-from asr_assets.assets.partitions import (
-    daily_backfill_policy,
-    daily_partitions,
-    network_retry_policy,
-)
+from asr_assets.assets.partitions import letter_scoring_asset
 from asr_assets.core.errors import Stage
 from asr_assets.core.models import ActivityResult, ModelInfo, PartitionManifest
 from asr_assets.core.storage import result_prefix
@@ -248,13 +244,9 @@ class PublishFailedError(RuntimeError):
     """Some activities were not delivered; the retry re-sends only those (idempotency keys)."""
 
 
-@dg.asset(
-    partitions_def=daily_partitions,
-    backfill_policy=daily_backfill_policy,
-    retry_policy=network_retry_policy,
+@letter_scoring_asset(
     deps=["letter_scores"],
     kinds={"json"},
-    group_name="letter_scoring",
     description="One record per activity delivered to the consumer; duplicates are no-ops.",
 )
 def published_scores(

@@ -16,12 +16,8 @@ from asr_assets.assets.common import (
     key_fields,
     summary_metadata,
 )
-from asr_assets.assets.instrumentation import partition_scope, stage_scope
-from asr_assets.assets.partitions import (
-    daily_backfill_policy,
-    daily_partitions,
-    network_retry_policy,
-)
+from asr_assets.assets.instrumentation import PartitionRecord, each_partition, stage_scope
+from asr_assets.assets.partitions import letter_scoring_asset
 from asr_assets.core.audio import decode_clip
 from asr_assets.core.batching import plan_batches
 from asr_assets.core.decoding import DecodeError, greedy_decode
@@ -280,13 +276,9 @@ def build_transcripts(
     return summary
 
 
-@dg.asset(
-    partitions_def=daily_partitions,
-    backfill_policy=daily_backfill_policy,
-    retry_policy=network_retry_policy,
+@letter_scoring_asset(
     deps=["phrase_audio"],
     kinds={"pytorch"},
-    group_name="letter_scoring",
     description="CTC emissions (float16, stored per model and clip) and greedy transcripts.",
 )
 def transcripts(
@@ -295,15 +287,16 @@ def transcripts(
     store: ObjectStore,
     inference: InferenceResource,
 ) -> dg.MaterializeResult:
-    summaries = []
     with stage_scope(context, Stage.TRANSCRIPTS), inference.open_engine() as engine:
-        for key in context.partition_keys:
-            with partition_scope(context, Stage.TRANSCRIPTS, key) as record:
-                summary = record.summary = build_transcripts(store, engine, key, config)
-                record.model = f"{engine.model.name}@{engine.model.version}"
-                record.device = engine_device(engine)
-                record.attributes.update(engine_attributes(engine))
-            summaries.append(summary)
+
+        def build(key: str, record: PartitionRecord) -> StageSummary:
+            summary = build_transcripts(store, engine, key, config)
+            record.model = f"{engine.model.name}@{engine.model.version}"
+            record.device = engine_device(engine)
+            record.attributes.update(engine_attributes(engine))
+            return summary
+
+        summaries = each_partition(context, Stage.TRANSCRIPTS, build)
     fallback = summaries[-1].extra.get("inference_fallback") if summaries else None
     if isinstance(fallback, dict) and fallback.get("fell_back"):
         context.log.warning(

@@ -25,6 +25,19 @@ from pydantic import Field
 from asr_assets.core.storage import SUCCESS_FILE, run_token, validate_key
 
 
+def write_file_atomic(path: Path, data: bytes) -> None:
+    """Write via a temp file in the same directory and rename: readers never see a partial file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    try:
+        with os.fdopen(handle, "wb") as out:
+            out.write(data)
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
 class ObjectNotFoundError(KeyError):
     """The key does not exist in the store."""
 
@@ -191,14 +204,7 @@ class LocalObjectStore(ObjectStore):
                 f"writing {len(data)} bytes would leave {free - len(data)} bytes free "
                 f"(reserve {self.min_free_bytes})"
             )
-        handle, temp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-        try:
-            with os.fdopen(handle, "wb") as out:
-                out.write(data)
-            os.replace(temp, path)
-        except BaseException:
-            Path(temp).unlink(missing_ok=True)
-            raise
+        write_file_atomic(path, data)
 
     def size(self, key: str) -> int | None:
         path = self._path(key)

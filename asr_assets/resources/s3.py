@@ -28,9 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
-import tempfile
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -55,6 +53,7 @@ from asr_assets.resources.object_store import (
     ObjectNotFoundError,
     ObjectStore,
     StoreUnavailableError,
+    write_file_atomic,
 )
 
 if TYPE_CHECKING:
@@ -374,25 +373,13 @@ class S3ObjectStore(ObjectStore):
                 f"S3 cache (reserve {self.min_free_bytes})"
             )
 
-    @staticmethod
-    def _write_atomic(path: Path, data: bytes) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-        try:
-            with os.fdopen(handle, "wb") as out:
-                out.write(data)
-            os.replace(temp, path)
-        except BaseException:
-            Path(temp).unlink(missing_ok=True)
-            raise
-
     def _store_in_cache(self, full_key: str, data: bytes, etag: str) -> None:
         sha = hashlib.sha256(data).hexdigest()
         blob = self._blob_path(sha)
         if not blob.is_file():  # content-addressed: identical bytes are stored once
-            self._write_atomic(blob, data)
+            write_file_atomic(blob, data)
         ref = {"etag": etag, "sha256": sha, "size": len(data)}
-        self._write_atomic(self._ref_path(full_key), json.dumps(ref).encode())
+        write_file_atomic(self._ref_path(full_key), json.dumps(ref).encode())
 
     # -- ObjectStore ---------------------------------------------------------------------
 

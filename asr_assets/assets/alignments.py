@@ -15,7 +15,7 @@ from asr_assets.core.audio import decode_clip
 from asr_assets.core.decoding import CtcVocabulary
 from asr_assets.core.errors import PhraseError, ReasonCode, Stage
 from asr_assets.core.models import ModelInfo, PhraseResult, Transcript
-from asr_assets.core.scoring import score_phrase
+from asr_assets.core.scoring import DEFAULT_ACCEPT_SUPPORT, score_phrase
 from asr_assets.core.storage import stage_table_key
 from asr_assets.core.tables import (
     ERRORS_SCHEMA,
@@ -35,6 +35,13 @@ log = get_logger(__name__)
 class AlignmentsConfig(dg.Config):
     refine_spans_with_energy: bool = Field(
         default=True, description="Trim letter spans to voiced frames of the clip."
+    )
+    accept_support: float | None = Field(
+        default=DEFAULT_ACCEPT_SUPPORT,
+        ge=0.0,
+        le=1.0,
+        description="A letter greedy decoding missed is judged correct when its own posterior "
+        "near its aligned span reaches this; null keeps the greedy judgement.",
     )
 
 
@@ -56,7 +63,7 @@ def align_phrase(
     store: ObjectStore,
     row: Mapping[str, object],
     vocabulary: CtcVocabulary,
-    refine: bool,
+    config: AlignmentsConfig,
 ) -> tuple[list[dict[str, object]], dict[str, object]]:
     """Letter rows and the phrase row for one transcribed phrase."""
     started = time.perf_counter()
@@ -71,7 +78,11 @@ def align_phrase(
         emissions = decode_emissions(store.read_bytes(str(row["emissions_key"])))
     except ObjectNotFoundError as exc:
         raise PhraseError(ReasonCode.EMISSIONS_MISSING, "stored emissions are missing") from exc
-    samples = decode_clip(store.read_bytes(str(row["clip_key"]))) if refine else None
+    samples = (
+        decode_clip(store.read_bytes(str(row["clip_key"])))
+        if config.refine_spans_with_energy
+        else None
+    )
     letters = list(row["letters"] or [])  # type: ignore[call-overload]
     transcript = Transcript(
         activity_id=str(row["activity_id"]),
@@ -86,7 +97,15 @@ def align_phrase(
         inference_ms=float(row["inference_ms"]),  # type: ignore[arg-type]
     )
     expected = str(row["expected_text"]).split(" ")
-    scoring = score_phrase(expected, transcript, emissions.log_probs, vocabulary, model, samples)
+    scoring = score_phrase(
+        expected,
+        transcript,
+        emissions.log_probs,
+        vocabulary,
+        model,
+        samples,
+        accept_support=config.accept_support,
+    )
     alignment_ms = (time.perf_counter() - started) * 1000
     phrase = PhraseResult(
         activity_id=transcript.activity_id,
@@ -136,7 +155,7 @@ def build_alignments(
             )
             continue
         try:
-            letters, phrase = align_phrase(store, row, vocabulary, config.refine_spans_with_energy)
+            letters, phrase = align_phrase(store, row, vocabulary, config)
         except PhraseError as exc:
             log.debug(
                 "phrase_alignment_failed",

@@ -85,3 +85,34 @@ def test_missing_emissions_keep_every_letter() -> None:
     log_probs = emissions([BLANK, "b", BLANK])
     result = score_phrase(["b", "d"], transcript_for(log_probs), None, VOCABULARY, MODEL)
     assert [row.unaligned_reason for row in result.letters] == [ReasonCode.EMISSIONS_MISSING] * 2
+
+
+def _with_weak_letter(letter: str, weight: float) -> np.ndarray:
+    """b, then a frame where blank wins but `letter` holds `weight`, then p."""
+    log_probs = emissions([BLANK, "b", BLANK, SEP, BLANK, BLANK, SEP, "p", BLANK])
+    frame = np.full(len(VOCAB), (1 - 0.7 - weight) / (len(VOCAB) - 2))
+    frame[BLANK] = 0.7
+    frame[VOCAB[letter]] = weight
+    log_probs[4] = np.log(frame)
+    return log_probs
+
+
+def test_a_letter_greedy_decoding_missed_is_judged_correct_on_its_support() -> None:
+    log_probs = _with_weak_letter("d", 0.25)
+    transcript = transcript_for(log_probs)
+    assert transcript.letters == ["b", "p"]  # greedy decoding lost the d
+    result = score_phrase(["b", "d", "p"], transcript, log_probs, VOCABULARY, MODEL)
+    d = result.letters[1]
+    assert (d.status, d.recognized) == (LetterStatus.CORRECT, "d")
+    assert d.confidence == pytest.approx(0.25, abs=1e-4)  # honest: heard, but weakly
+    kept = score_phrase(
+        ["b", "d", "p"], transcript, log_probs, VOCABULARY, MODEL, accept_support=None
+    )
+    assert kept.letters[1].status is LetterStatus.DELETED
+
+
+def test_a_skipped_letter_without_support_stays_deleted() -> None:
+    log_probs = _with_weak_letter("d", 0.01)
+    result = score_phrase(["b", "d", "p"], transcript_for(log_probs), log_probs, VOCABULARY, MODEL)
+    assert result.letters[1].status is LetterStatus.DELETED
+    assert result.letters[1].confidence > 0.95

@@ -37,7 +37,12 @@ def partitions_of(store: Path) -> list[str]:
     return [day.name.split("=", 1)[1] for day in days]
 
 
-def run_pipeline(store: Path, model_dir: Path, partitions: list[str]) -> dict[str, list[dict]]:
+def run_pipeline(
+    store: Path,
+    model_dir: Path,
+    partitions: list[str],
+    run_config: dict[str, object] | None = None,
+) -> dict[str, list[dict]]:
     import dagster as dg
 
     from asr_assets.assets.published_scores import read_result_partition
@@ -52,6 +57,7 @@ def run_pipeline(store: Path, model_dir: Path, partitions: list[str]) -> dict[st
                 partition_key=partition,
                 resources=definitions.resources,
                 instance=instance,
+                run_config=run_config,
             )
             if not result.success:
                 raise RuntimeError(f"pipeline run for {partition} failed")
@@ -61,10 +67,16 @@ def run_pipeline(store: Path, model_dir: Path, partitions: list[str]) -> dict[st
     return rows
 
 
-def evaluate(store: Path, model_dir: Path) -> dict[str, object]:
+def evaluate(
+    store: Path, model_dir: Path, accept_support: float | str | None = "default"
+) -> dict[str, object]:
+    """Score every day of `store`; `accept_support` overrides the alignments stage's setting."""
     partitions = partitions_of(store)
+    run_config = None
+    if accept_support != "default":
+        run_config = {"ops": {"alignments": {"config": {"accept_support": accept_support}}}}
     started = time.perf_counter()
-    rows = run_pipeline(store, model_dir, partitions)
+    rows = run_pipeline(store, model_dir, partitions, run_config)
     elapsed = time.perf_counter() - started
     truth = pq.read_table(store / "ground_truth" / "letters.parquet").to_pylist()
     outcomes = join_outcomes(truth, rows["letter_scores"], rows["errors"])
@@ -87,6 +99,7 @@ def evaluate(store: Path, model_dir: Path) -> dict[str, object]:
         **span_errors(outcomes),
         "top_confusions": top_confusions(confusions),
         "confusion_table": confusions,
+        "accept_support": accept_support,
         "pipeline_seconds": round(elapsed, 1),
         "audio_seconds": round(audio_s, 1),
     }
@@ -139,8 +152,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--model-dir", type=Path, default=Path("models/demo-letters"))
     parser.add_argument("--out", type=Path, default=Path("bench/out/eval.json"))
+    parser.add_argument(
+        "--accept-support",
+        default="default",
+        help="override the alignments stage's accept_support (a number, or 'none' to judge "
+        "by greedy decoding alone)",
+    )
     args = parser.parse_args(argv)
-    report = evaluate(args.store.resolve(), args.model_dir.resolve())
+    support: float | str | None = args.accept_support
+    if support == "none":
+        support = None
+    elif support != "default":
+        support = float(support)
+    report = evaluate(args.store.resolve(), args.model_dir.resolve(), support)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2, default=str))
     print(format_report(report))

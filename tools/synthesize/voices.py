@@ -1,0 +1,166 @@
+"""The espeak-ng voice inventory and its fixed train / held-out split.
+
+A *voice* is an espeak-ng accent (language) combined with a variant (timbre: ``+m1`` ... ``+f5``,
+klatt formant-synthesis variants, named variants). The split is by **variant**: every voice whose
+variant is in :data:`HELDOUT_VARIANTS` is held out, across all accents, and no training voice uses
+one of them. Accents are shared between the two sides on purpose: eight accents are too few to
+hold one out and still train on the others' letter-name pronunciations (``z`` is "zee" in en-us
+and "zed" in en-gb, ``r`` differs in en-gb-scotland), so a held-out accent would measure an
+unseen pronunciation rather than an unseen speaker.
+
+The lists are fixed in code (not drawn at random) so the split cannot drift between the training
+run, the sample day and the benchmark. Variants with long robotic echoes or whispering (Demonic,
+RicishayMax*, robosoft*, UniRobot, anikaRobot, whisper, whisperf, croak, fast) are left out of
+both sides: they are not plausible stand-ins for a reading child.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+VoiceSplit = Literal["train", "heldout", "all"]
+
+#: Accents. ``en-gb`` is addressed as ``en`` by ``espeak_SetVoiceByName``.
+LANGUAGES: tuple[str, ...] = (
+    "en-us",
+    "en-gb",
+    "en-gb-scotland",
+    "en-029",
+    "en-gb-x-rp",
+    "en-gb-x-gbclan",
+    "en-gb-x-gbcwmd",
+    "en-us-nyc",
+)
+
+#: Variants used for training (``""`` is the accent's default voice).
+TRAIN_VARIANTS: tuple[str, ...] = (
+    "",
+    "m1",
+    "m2",
+    "m4",
+    "m5",
+    "m6",
+    "m8",
+    "f1",
+    "f3",
+    "f4",
+    "klatt",
+    "klatt2",
+    "klatt4",
+    "klatt5",
+    "klatt6",
+    "Alex",
+    "Alicia",
+    "Andrea",
+    "Andy",
+    "AnxiousAndy",
+    "Denis",
+    "Diogo",
+    "Gene2",
+    "Henrique",
+    "Hugo",
+    "Jacky",
+    "Lee",
+    "Marco",
+    "Mario",
+    "Michael",
+    "Mike",
+    "Mr serious",
+    "Nguyen",
+    "Storm",
+    "Tweaky",
+    "adam",
+    "announcer",
+    "antonio",
+    "aunty",
+    "belinda",
+    "benjamin",
+    "boris",
+    "caleb",
+    "ed",
+    "edward",
+    "edward2",
+    "grandma",
+    "grandpa",
+    "gustave",
+    "iven",
+    "iven2",
+    "iven4",
+    "john",
+    "kaukovalta",
+    "linda",
+    "marcelo",
+    "max",
+    "michel",
+    "miguel",
+    "norbert",
+    "pablo",
+    "paul",
+    "pedro",
+    "quincy",
+    "rob",
+    "robert",
+    "sandro",
+    "shelby",
+    "steph",
+    "steph3",
+    "travis",
+    "victor",
+    "zac",
+)
+
+#: Variants never used for training: the held-out speakers of the benchmark and the sample day.
+HELDOUT_VARIANTS: tuple[str, ...] = (
+    "m3",
+    "m7",
+    "f2",
+    "f5",
+    "klatt3",
+    "Annie",
+    "Gene",
+    "steph2",
+    "iven3",
+    "anika",
+    "david",
+)
+
+
+@dataclass(frozen=True, order=True)
+class Voice:
+    """An accent plus a variant; :attr:`name` is what the ground-truth tables record."""
+
+    language: str
+    variant: str = ""
+
+    @property
+    def name(self) -> str:
+        return f"{self.language}+{self.variant}" if self.variant else self.language
+
+    @property
+    def espeak_name(self) -> str:
+        """The name ``espeak_SetVoiceByName`` accepts (``en-gb`` is the file ``en``)."""
+        lang = "en" if self.language == "en-gb" else self.language
+        return f"{lang}+{self.variant}" if self.variant else lang
+
+    @property
+    def heldout(self) -> bool:
+        return self.variant in HELDOUT_VARIANTS
+
+
+def voices(split: VoiceSplit) -> tuple[Voice, ...]:
+    """All voices on one side of the split, in a fixed order."""
+    if split not in ("train", "heldout", "all"):
+        raise ValueError(f"unknown voice split {split!r}")
+    variants: tuple[str, ...] = ()
+    if split in ("train", "all"):
+        variants += TRAIN_VARIANTS
+    if split in ("heldout", "all"):
+        variants += HELDOUT_VARIANTS
+    return tuple(Voice(lang, var) for var in variants for lang in LANGUAGES)
+
+
+def parse_voice(name: str) -> Voice:
+    """Inverse of :attr:`Voice.name`."""
+    lang, _, variant = name.partition("+")
+    return Voice(lang, variant)

@@ -11,6 +11,7 @@ from asr_assets.assets.common import StageSummary, summary_metadata
 from asr_assets.assets.instrumentation import PartitionRecord, each_partition, stage_scope
 from asr_assets.assets.partitions import letter_scoring_asset
 from asr_assets.assets.transcripts import decode_emissions
+from asr_assets.core.alignment import SpanMode
 from asr_assets.core.audio import decode_clip
 from asr_assets.core.decoding import CtcVocabulary
 from asr_assets.core.errors import PhraseError, ReasonCode, Stage
@@ -33,8 +34,11 @@ log = get_logger(__name__)
 
 
 class AlignmentsConfig(dg.Config):
-    refine_spans_with_energy: bool = Field(
-        default=True, description="Trim letter spans to voiced frames of the clip."
+    span_mode: SpanMode = Field(
+        default=SpanMode.AUTO,
+        description="How letter times are reported: 'aligned' (forced-aligned frames as is), "
+        "'energy' (widened to the pauses and trimmed to voiced frames of the clip, for spiky CTC "
+        "models), or 'auto' (aligned unless the model's letter spans are spikes).",
     )
     accept_support: float | None = Field(
         default=DEFAULT_ACCEPT_SUPPORT,
@@ -80,7 +84,7 @@ def align_phrase(
         raise PhraseError(ReasonCode.EMISSIONS_MISSING, "stored emissions are missing") from exc
     samples = (
         decode_clip(store.read_bytes(str(row["clip_key"])))
-        if config.refine_spans_with_energy
+        if config.span_mode is not SpanMode.ALIGNED
         else None
     )
     letters = list(row["letters"] or [])  # type: ignore[call-overload]
@@ -105,6 +109,7 @@ def align_phrase(
         model,
         samples,
         accept_support=config.accept_support,
+        span_mode=config.span_mode,
     )
     alignment_ms = (time.perf_counter() - started) * 1000
     phrase = PhraseResult(

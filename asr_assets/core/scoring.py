@@ -9,11 +9,12 @@ import numpy as np
 
 from asr_assets.core.alignment import (
     EditOp,
+    SpanMode,
     TokenSpan,
     edit_alignment,
     forced_align,
     frame_energy_db,
-    widen_spans,
+    letter_spans,
 )
 from asr_assets.core.audio import TARGET_SAMPLE_RATE
 from asr_assets.core.decoding import CtcVocabulary
@@ -46,6 +47,7 @@ def score_phrase(
     model: ModelInfo,
     samples: np.ndarray | None = None,
     accept_support: float | None = DEFAULT_ACCEPT_SUPPORT,
+    span_mode: SpanMode = SpanMode.AUTO,
 ) -> PhraseScoring:
     """Judge every expected letter of a phrase, and report extra letters as insertions.
 
@@ -80,7 +82,7 @@ def score_phrase(
             energy = (
                 None if samples is None else frame_energy_db(samples, log_probs.shape[0], stride)
             )
-            spans = widen_spans(token_spans, log_probs.shape[0], energy)
+            spans = letter_spans(token_spans, log_probs.shape[0], energy, span_mode)
             goodness = [span.score for span in token_spans]
             support = letter_support(log_probs, token_spans)
 

@@ -156,3 +156,21 @@ def test_frame_energy_on_the_model_stride() -> None:
     samples[320 * 10 : 320 * 12] = 0.5
     energy = frame_energy_db(samples, 49, stride_samples=320)
     assert [i for i, e in enumerate(energy) if e > -20] == [10, 11]
+
+
+def test_span_mode_auto_keeps_covering_spans_and_widens_spikes() -> None:
+    from asr_assets.core.alignment import SpanMode, TokenSpan, letter_spans
+
+    energy = np.full(40, -80.0, dtype=np.float32)
+    energy[2:12] = -20.0
+    energy[20:30] = -20.0
+    # A model whose posteriors cover each letter: the aligned frames are the answer, even where
+    # a quiet onset lies outside them (energy would move the start to frame 2).
+    covering = [TokenSpan(2, 4, 12, 0.9), TokenSpan(3, 20, 30, 0.9)]
+    assert letter_spans(covering, 40, energy) == [(4, 12), (20, 30)]
+    assert letter_spans(covering, 40, energy, SpanMode.ENERGY) == [(2, 12), (20, 30)]
+    # A spiky model (one frame per letter): auto widens to the voiced region.
+    spiky = [TokenSpan(2, 6, 7, 0.9), TokenSpan(3, 24, 25, 0.9)]
+    assert letter_spans(spiky, 40, energy) == [(2, 12), (20, 30)]
+    assert letter_spans(spiky, 40, energy, SpanMode.ALIGNED) == [(6, 7), (24, 25)]
+    assert letter_spans([], 40, energy) == []

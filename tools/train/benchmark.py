@@ -19,6 +19,7 @@ import soundfile as sf
 import soxr
 import torch
 
+from asr_assets.core.alignment import edit_alignment
 from tools.train.metrics import TOLERANCE_S, forced_align, frames_to_seconds
 from tools.train.vocab import greedy_letters
 
@@ -26,31 +27,11 @@ SR = 16_000
 
 
 def align_letters(expected: str, recognized: str) -> list[tuple[int | None, int | None]]:
-    """Levenshtein alignment as (expected index | None, recognized index | None) pairs."""
-    n, m = len(expected), len(recognized)
-    d = np.zeros((n + 1, m + 1), dtype=np.int64)
-    d[:, 0] = np.arange(n + 1)
-    d[0, :] = np.arange(m + 1)
-    for i in range(1, n + 1):
-        for j in range(1, m + 1):
-            d[i, j] = min(
-                d[i - 1, j] + 1,
-                d[i, j - 1] + 1,
-                d[i - 1, j - 1] + (expected[i - 1] != recognized[j - 1]),
-            )
-    pairs: list[tuple[int | None, int | None]] = []
-    i, j = n, m
-    while i or j:
-        if i and j and d[i, j] == d[i - 1, j - 1] + (expected[i - 1] != recognized[j - 1]):
-            pairs.append((i - 1, j - 1))
-            i, j = i - 1, j - 1
-        elif i and d[i, j] == d[i - 1, j] + 1:
-            pairs.append((i - 1, None))
-            i -= 1
-        else:
-            pairs.append((None, j - 1))
-            j -= 1
-    return pairs[::-1]
+    """The platform's edit alignment as (expected index | None, recognized index | None) pairs."""
+    return [
+        (step.expected_index, step.recognized_index)
+        for step in edit_alignment(list(expected), list(recognized))
+    ]
 
 
 def load_phrase(root: Path, row: dict) -> np.ndarray:

@@ -144,8 +144,10 @@ def generate_set(out_dir: Path, spec: SetSpec, workers: int = 2) -> None:
     ]
     if not todo:
         return
-    # fork: the parent has not touched libespeak-ng; maxtasksperchild=1: a fresh process per chunk
-    ctx = mp.get_context("fork")
+    # spawn: libespeak-ng keeps state across synthesis calls, so a forked worker would inherit
+    # whatever the caller synthesized before (a test session, a notebook) and render other
+    # phrases for the same seed. maxtasksperchild=1: a fresh process per chunk.
+    ctx = mp.get_context("spawn")
     with ctx.Pool(workers, maxtasksperchild=1) as pool:
         for done, _ in enumerate(pool.imap_unordered(_generate_chunk, todo), start=1):
             print(f"{out_dir.name}: {done}/{len(todo)} chunks", flush=True)

@@ -9,34 +9,17 @@ The export reloads what it wrote with the Auto classes before declaring success.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from pathlib import Path
 from typing import Any
 
+from asr_assets.inference.model_dir import MODEL_CARD as CARD
+from asr_assets.inference.model_dir import write_checksums
 from tools.train.model import build_feature_extractor, save_tokenizer
 from tools.train.vocab import BLANK, SEPARATOR, VOCAB
 
-CHECKSUMS = "SHA256SUMS"
-CARD = "MODEL_CARD.md"
 MAX_BYTES = 8 * 1024 * 1024
-
-
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def write_checksums(directory: Path) -> None:
-    names = sorted(
-        p.name for p in directory.iterdir() if p.is_file() and p.name not in (CHECKSUMS, CARD)
-    )
-    lines = [f"{sha256_of(directory / n)}  {n}\n" for n in names]
-    (directory / CHECKSUMS).write_text("".join(lines))
 
 
 def apply_blank_bias(model: Any, delta: float) -> None:

@@ -162,6 +162,8 @@ def train(cfg: TrainConfig) -> None:
         sched.load_state_dict(state["scheduler"])
         step, wall, best = state["step"], state["wall_s"], state["best_ler"]
         torch.set_rng_state(state["torch_rng"])
+        if "numpy_rng" in state:  # SpecAugment draws its masks from numpy's global RNG
+            np.random.set_state(state["numpy_rng"])
         print(f"resumed from step {step} ({wall / 3600:.2f} h so far)", flush=True)
     else:
         (cfg.out / "train_config.json").write_text(
@@ -252,6 +254,7 @@ def _save(
             "wall_s": wall,
             "best_ler": best,
             "torch_rng": torch.get_rng_state(),
+            "numpy_rng": np.random.get_state(),
         },
         tmp,
     )

@@ -168,6 +168,7 @@ def build_transcripts(
             pending.append(position)
 
     engines: Counter[str] = Counter()
+    numerics = str(getattr(engine, "numerics", "fp32"))
     started = time.perf_counter()
     inference_total = 0.0
     plans = plan_batches(
@@ -180,7 +181,7 @@ def build_transcripts(
         to_run: list[int] = []
         for position in members:
             row = audio[position]
-            key = emissions_key(engine.model.sha256, str(row["clip_sha256"]))
+            key = emissions_key(engine.model.sha256, str(row["clip_sha256"]), numerics)
             if config.reuse_emissions and store.exists(key):
                 results[position] = {
                     "_cached": decode_emissions(store.read_bytes(key)),
@@ -216,7 +217,7 @@ def build_transcripts(
             if isinstance(output, PhraseError):
                 results[position] = {**key_fields(row), **error_fields(Stage.TRANSCRIPTS, output)}
                 continue
-            key = emissions_key(engine.model.sha256, str(row["clip_sha256"]))
+            key = emissions_key(engine.model.sha256, str(row["clip_sha256"]), numerics)
             store.write_bytes(key, encode_emissions(output))
             per_phrase_ms = batch_ms / max(1, len(to_run))
             results[position] = transcript_row(

@@ -359,6 +359,8 @@ class LocalOnnxEngine:
                 f"not from {model_dir} ({sha256[:12]}); re-export it"
             )
         self.name = "local-onnx-int8" if self.spec.quantization != "none" else "local-onnx"
+        #: Keys the emissions cache apart from float engines of the same model.
+        self.numerics = "int8" if self.spec.quantization != "none" else "fp32"
         self.max_batch_size = max_batch_size
         self.max_batch_samples = int(max_batch_seconds * TARGET_SAMPLE_RATE)
         log.info(

@@ -101,18 +101,25 @@ def test_a_letter_greedy_decoding_missed_is_judged_correct_on_its_support() -> N
     log_probs = _with_weak_letter("d", 0.25)
     transcript = transcript_for(log_probs)
     assert transcript.letters == ["b", "p"]  # greedy decoding lost the d
-    result = score_phrase(["b", "d", "p"], transcript, log_probs, VOCABULARY, MODEL)
+    result = score_phrase(
+        ["b", "d", "p"], transcript, log_probs, VOCABULARY, MODEL, accept_support=0.05
+    )
     d = result.letters[1]
     assert (d.status, d.recognized) == (LetterStatus.CORRECT, "d")
     assert d.confidence == pytest.approx(0.25, abs=1e-4)  # honest: heard, but weakly
-    kept = score_phrase(
-        ["b", "d", "p"], transcript, log_probs, VOCABULARY, MODEL, accept_support=None
-    )
-    assert kept.letters[1].status is LetterStatus.DELETED
+    kept = score_phrase(["b", "d", "p"], transcript, log_probs, VOCABULARY, MODEL)
+    assert kept.letters[1].status is LetterStatus.DELETED  # the default keeps greedy's judgement
 
 
 def test_a_skipped_letter_without_support_stays_deleted() -> None:
     log_probs = _with_weak_letter("d", 0.01)
-    result = score_phrase(["b", "d", "p"], transcript_for(log_probs), log_probs, VOCABULARY, MODEL)
+    result = score_phrase(
+        ["b", "d", "p"],
+        transcript_for(log_probs),
+        log_probs,
+        VOCABULARY,
+        MODEL,
+        accept_support=0.05,
+    )
     assert result.letters[1].status is LetterStatus.DELETED
     assert result.letters[1].confidence > 0.95

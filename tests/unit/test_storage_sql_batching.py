@@ -47,6 +47,10 @@ def test_layout_is_deterministic() -> None:
     assert emissions_key("f" * 64, "ab" + "0" * 62).startswith(
         "cache/emissions/model=ffffffffffffffff/ab/"
     )
+    # int8 emissions of the same model and audio live apart from the float ones
+    assert emissions_key("f" * 64, "ab" + "0" * 62, "int8").startswith(
+        "cache/emissions/model=ffffffffffffffff-int8/ab/"
+    )
     with pytest.raises(ValueError):
         result_prefix("secrets", "2026-11-27")
 

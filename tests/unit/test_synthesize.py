@@ -5,7 +5,6 @@ These call libespeak-ng (Debian package ``espeak-ng``); they skip when it is not
 
 from __future__ import annotations
 
-import ctypes.util
 import datetime as dt
 import hashlib
 import re
@@ -18,6 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
 
+from tests.support.espeak import needs_espeak
 from tools.synthesize.plan import (
     CONFUSABLE,
     LETTERS,
@@ -31,16 +31,7 @@ from tools.synthesize.plan import (
 from tools.synthesize.render import Rendered
 from tools.synthesize.voices import HELDOUT_VARIANTS, TRAIN_VARIANTS, Voice, voices
 
-
-def _espeak_available() -> bool:
-    try:
-        ctypes.CDLL("libespeak-ng.so.1")
-    except OSError:
-        return ctypes.util.find_library("espeak-ng") is not None
-    return True
-
-
-pytestmark = pytest.mark.skipif(not _espeak_available(), reason="libespeak-ng not installed")
+pytestmark = needs_espeak
 
 SR = 16_000
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -10,7 +10,6 @@ in seconds next to a real training job.
 from __future__ import annotations
 
 import contextlib
-import ctypes.util
 import hashlib
 import io
 import json
@@ -28,6 +27,7 @@ import torch
 
 from asr_assets.inference.local import LocalTorchEngine
 from asr_assets.inference.model_dir import ModelIntegrityError, verify_checksums
+from tests.support.espeak import espeak_available, needs_espeak
 from tools.synthesize.voices import HELDOUT_VARIANTS, parse_voice
 from tools.train import loop
 from tools.train.benchmark import align_letters
@@ -63,17 +63,6 @@ from tools.train.vocab import (
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SR = 16_000
-
-
-def _espeak_available() -> bool:
-    try:
-        ctypes.CDLL("libespeak-ng.so.1")
-    except OSError:
-        return ctypes.util.find_library("espeak-ng") is not None
-    return True
-
-
-needs_espeak = pytest.mark.skipif(not _espeak_available(), reason="libespeak-ng not installed")
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -258,7 +247,7 @@ def test_forced_align_recovers_letter_frames(gap: list[int]) -> None:
 
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if not _espeak_available():
+    if not espeak_available():
         pytest.skip("libespeak-ng not installed")
     root = tmp_path_factory.mktemp("train-data")
     args = ["data", "--out", str(root), "--short", "40", "--long", "8", "--heldout", "8"]
@@ -340,7 +329,7 @@ def _cli_data_in_fresh_process(out: Path) -> subprocess.Popen:
 @pytest.fixture(scope="module")
 def fresh_process_sets(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """The same `data` command run twice, each in a fresh interpreter (concurrently)."""
-    if not _espeak_available():
+    if not espeak_available():
         pytest.skip("libespeak-ng not installed")
     root = tmp_path_factory.mktemp("fresh")
     procs = [_cli_data_in_fresh_process(root / name) for name in ("a", "b")]

@@ -27,7 +27,7 @@ import torch
 
 from asr_assets.inference.local import LocalTorchEngine
 from asr_assets.inference.model_dir import ModelIntegrityError, verify_checksums
-from tests.support.espeak import espeak_available, needs_espeak
+from tests.support.espeak import needs_espeak
 from tools.synthesize.voices import HELDOUT_VARIANTS, parse_voice
 from tools.train import loop
 from tools.train.benchmark import align_letters
@@ -247,8 +247,6 @@ def test_forced_align_recovers_letter_frames(gap: list[int]) -> None:
 
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if not espeak_available():
-        pytest.skip("libespeak-ng not installed")
     root = tmp_path_factory.mktemp("train-data")
     args = ["data", "--out", str(root), "--short", "40", "--long", "8", "--heldout", "8"]
     with contextlib.redirect_stdout(io.StringIO()):
@@ -329,8 +327,6 @@ def _cli_data_in_fresh_process(out: Path) -> subprocess.Popen:
 @pytest.fixture(scope="module")
 def fresh_process_sets(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """The same `data` command run twice, each in a fresh interpreter (concurrently)."""
-    if not espeak_available():
-        pytest.skip("libespeak-ng not installed")
     root = tmp_path_factory.mktemp("fresh")
     procs = [_cli_data_in_fresh_process(root / name) for name in ("a", "b")]
     for proc in procs:

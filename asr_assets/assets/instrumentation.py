@@ -91,37 +91,28 @@ def stage_scope(
         ),
     ):
         log.info("stage_started", status="started", partitions=partitions)
+
+        def failed(**fields: object) -> None:
+            log.error(
+                "stage_failed",
+                status="failed",
+                latency_ms=(time.perf_counter() - started) * 1000,
+                exc_info=True,
+                **fields,
+            )
+
         try:
             yield
         except dg.Failure:
-            log.error(
-                "stage_failed",
-                status="failed",
-                latency_ms=(time.perf_counter() - started) * 1000,
-                exc_info=True,
-            )
+            failed()
             raise
         except (*PERMANENT_ERRORS, *permanent) as exc:
-            log.error(
-                "stage_failed",
-                status="failed",
-                retryable=False,
-                error=type(exc).__name__,
-                latency_ms=(time.perf_counter() - started) * 1000,
-                exc_info=True,
-            )
+            failed(retryable=False, error=type(exc).__name__)
             raise dg.Failure(
                 description=f"{type(exc).__name__}: {exc}", allow_retries=False
             ) from exc
         except Exception as exc:
-            log.error(
-                "stage_failed",
-                status="failed",
-                retryable=True,
-                error=type(exc).__name__,
-                latency_ms=(time.perf_counter() - started) * 1000,
-                exc_info=True,
-            )
+            failed(retryable=True, error=type(exc).__name__)
             raise
         log.info("stage_finished", status="ok", latency_ms=(time.perf_counter() - started) * 1000)
 

@@ -123,6 +123,14 @@ def serve(host: str, port: int) -> None:
     uvicorn.run(create_app(load_settings()), host=host, port=port, log_level="info")
 
 
+@main.command()
+def openapi() -> None:
+    """Print the API's OpenAPI document (committed as docs/openapi.json)."""
+    from asr_assets.platform.api.app import openapi_document
+
+    click.echo(openapi_document(), nl=False)
+
+
 @main.group()
 def tenants() -> None:
     """Tenants and keys, managed directly on the platform database (operators only)."""

@@ -13,7 +13,7 @@ from contextlib import asynccontextmanager
 from datetime import date
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request, Response
+from fastapi import Depends, FastAPI, Header, HTTPException, Path, Query, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import Engine, text
@@ -85,6 +85,9 @@ class BodyLimit:
         await self.app(scope, receive, send)
 
 
+NAME_PATTERN = r"^[a-z0-9][a-z0-9\-]{0,62}$"
+WORKLOAD_PATTERN = r"^[a-z0-9][a-z0-9\-]{0,62}:[0-9]+(\.[0-9]+){0,2}$"
+JobId = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,63}$")]
 bearer = HTTPBearer(auto_error=False, description="an API key: `Authorization: Bearer asrk_...`")
 PROBLEMS: dict[int | str, dict[str, Any]] = {
     401: {"model": Problem, "description": "missing, forged or revoked API key"},
@@ -239,12 +242,12 @@ def create_app(settings: PlatformSettings, *, engine: Engine | None = None) -> F
         request: Request,
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
         status: JobState | None = None,
-        workload: Annotated[str | None, Query(max_length=128)] = None,
-        cursor: Annotated[str | None, Query(max_length=512)] = None,
+        workload: Annotated[str | None, Query(max_length=128, pattern=WORKLOAD_PATTERN)] = None,
+        cursor: Annotated[str | None, Query(max_length=512, pattern=r"^[A-Za-z0-9_\-]+$")] = None,
         limit: Annotated[int, Query(ge=1, le=100)] = 20,
-        tenant_name: Annotated[str | None, Query(alias="tenant", max_length=64)] = None,
+        tenant_name: Annotated[str | None, Query(alias="tenant", pattern=NAME_PATTERN)] = None,
         expires: Annotated[int | None, Query(ge=0, le=2**40)] = None,
-        signature: Annotated[str | None, Query(max_length=128)] = None,
+        signature: Annotated[str | None, Query(pattern=r"^[0-9a-f]{1,128}$")] = None,
     ) -> Any:
         """The tenant's jobs, newest first; filter by `status` or `workload`; pass
         `next_cursor` back as `cursor` for the next page. Browsers get an HTML list."""
@@ -267,10 +270,10 @@ def create_app(settings: PlatformSettings, *, engine: Engine | None = None) -> F
     )
     def get_job(
         request: Request,
-        job_id: str,
+        job_id: JobId,
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
         expires: Annotated[int | None, Query(ge=0, le=2**40)] = None,
-        signature: Annotated[str | None, Query(max_length=128)] = None,
+        signature: Annotated[str | None, Query(pattern=r"^[0-9a-f]{1,128}$")] = None,
     ) -> Any:
         """A job's state, progress, usage and links. Browsers (`Accept: text/html`) get the
         status page; a signed `page` link from `links.page` opens it without a key."""
@@ -295,12 +298,12 @@ def create_app(settings: PlatformSettings, *, engine: Engine | None = None) -> F
         tags=["jobs"],
         responses={**PROBLEMS, 409: {"model": Problem}},
     )
-    def cancel_job(job_id: str, tenant: TenantDep) -> Job:
+    def cancel_job(job_id: JobId, tenant: TenantDep) -> Job:
         """Cancel a queued or running job (finished jobs are returned as they are)."""
         return service.cancel(tenant, job_id)
 
     @app.get("/jobs/{job_id}/logs", response_model=JobLogs, tags=["jobs"], responses=PROBLEMS)
-    def job_logs(job_id: str, tenant: TenantDep) -> JobLogs:
+    def job_logs(job_id: JobId, tenant: TenantDep) -> JobLogs:
         """The run's event log lines."""
         run_id, lines = service.logs(tenant, job_id)
         return JobLogs(job_id=job_id, run_id=run_id, lines=lines)
@@ -320,7 +323,7 @@ def create_app(settings: PlatformSettings, *, engine: Engine | None = None) -> F
     )
     def usage(
         tenant: TenantDep,
-        tenant_name: Annotated[str | None, Query(alias="tenant", max_length=64)] = None,
+        tenant_name: Annotated[str | None, Query(alias="tenant", pattern=NAME_PATTERN)] = None,
         start: Annotated[date | None, Query(alias="from")] = None,
         end: Annotated[date | None, Query(alias="to")] = None,
         group_by: GroupBy = GroupBy.DAY,
@@ -383,7 +386,9 @@ def create_app(settings: PlatformSettings, *, engine: Engine | None = None) -> F
         tags=["admin"],
         responses={**PROBLEMS, 403: {"model": Problem}},
     )
-    def issue_key(name: str, _admin: Annotated[Tenant, Depends(admin)]) -> IssuedKey:
+    def issue_key(
+        name: Annotated[str, Path(pattern=NAME_PATTERN)], _admin: Annotated[Tenant, Depends(admin)]
+    ) -> IssuedKey:
         """Issue another API key for a tenant (for rotation: issue, switch, revoke the old)."""
         with service.sessions.begin() as session:
             if session.get(Tenant, name) is None:
@@ -397,7 +402,10 @@ def create_app(settings: PlatformSettings, *, engine: Engine | None = None) -> F
         tags=["admin"],
         responses={**PROBLEMS, 403: {"model": Problem}},
     )
-    def revoke_key(key_id: str, _admin: Annotated[Tenant, Depends(admin)]) -> Response:
+    def revoke_key(
+        key_id: Annotated[str, Path(pattern=r"^[0-9a-f]{16}$")],
+        _admin: Annotated[Tenant, Depends(admin)],
+    ) -> Response:
         """Revoke an API key; requests with it get 401 from now on."""
         with service.sessions.begin() as session:
             if not auth.revoke_key(session, key_id):

@@ -11,8 +11,10 @@ from asr_assets.platform.jobs.models import JobState, JobUsage, Priority
 from asr_assets.platform.tenancy.usage import GroupBy, UsageRow
 
 TagKey = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,62}$")]
-TagValue = Annotated[str, StringConstraints(max_length=256)]
-Location = Annotated[str, StringConstraints(min_length=1, max_length=1024)]
+TagValue = Annotated[str, StringConstraints(max_length=256, pattern=r"^[^\x00-\x1f\x7f]*$")]
+Location = Annotated[
+    str, StringConstraints(min_length=1, max_length=1024, pattern=r"^[^\x00-\x1f\x7f]+$")
+]
 RESERVED_TAG_PREFIXES = ("asr", "dagster")
 
 
@@ -43,9 +45,10 @@ class JobSubmission(BaseModel):
     priority: Priority = Priority.NORMAL
     params: dict[TagKey, TagValue] = Field(default_factory=dict, max_length=50)
     tags: dict[TagKey, TagValue] = Field(default_factory=dict, max_length=50)
-    callback_url: Annotated[str, StringConstraints(max_length=2048)] | None = Field(
-        default=None, description="POSTed a signed JSON body when the job finishes"
-    )
+    callback_url: (
+        Annotated[str, StringConstraints(max_length=2048, pattern=r"^https?://[^\x00-\x20\x7f]+$")]
+        | None
+    ) = Field(default=None, description="POSTed a signed JSON body when the job finishes")
     name: (
         Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,127}$")] | None
     ) = Field(default=None, description="client job name, unique per tenant (an idempotency key)")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -21,6 +22,7 @@ from asr_assets.platform.tenancy.models import ApiKey, Tenant
 from asr_assets.platform.tenancy.settings import Quotas
 
 KEY_PREFIX = "asrk"
+KEY_ID = re.compile(r"[0-9a-f]{16}")
 
 
 @dataclass(frozen=True)
@@ -51,7 +53,7 @@ def revoke_key(session: Session, key_id: str) -> bool:
 def authenticate(session: Session, token: str) -> Tenant | None:
     """The tenant a bearer token belongs to, or None for a malformed, forged or revoked one."""
     parts = token.split("_", 2)
-    if len(parts) != 3 or parts[0] != KEY_PREFIX or len(parts[1]) != 16:
+    if len(parts) != 3 or parts[0] != KEY_PREFIX or not KEY_ID.fullmatch(parts[1]):
         return None
     key = session.get(ApiKey, parts[1])
     if key is None or key.revoked_at is not None:

@@ -27,6 +27,7 @@ from tests.support.platform_api import (
     pg_url,  # noqa: F401 - fixture
     progress,
 )
+from tests.support.processes import free_port, running
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -63,7 +64,8 @@ def test_cli_from_submit_to_a_finished_job(api_server: RunningApi) -> None:  # n
         deadline = time.monotonic() + 30
         while not api.backend.submitted() and time.monotonic() < deadline:
             time.sleep(0.05)
-        job_id = api.backend.submitted()[0].job_id
+        [request] = api.backend.submitted()
+        job_id = request.job_id
         for done in (0, 40, 80, 100):
             progress(api.backend, job_id, state=JobState.IN_PROGRESS, done=done, total=100)
             time.sleep(0.3)
@@ -102,6 +104,51 @@ def test_cli_from_submit_to_a_finished_job(api_server: RunningApi) -> None:  # n
     assert job["state"] == "COMPLETED" and job["progress"]["percent"] == 100.0
     [request] = api.backend.submitted()
     assert request.priority.value == "high" and request.params == {"beam": "4"}
+    assert request.job_id == job["job_id"]
+
+    # Without --json: the live progress bar path, ending on the job's line.
+    api.backend.root.joinpath("input-files").write_text("1")
+    quiet = cli(
+        api,
+        key,
+        "submit",
+        "--workload",
+        "transcribe:1",
+        "--input",
+        "s3://audio/team-a/in2/",
+        "--output",
+        "s3://audio/team-a/out2/",
+        "--name",
+        "n2",
+    )
+    assert quiet.stdout.startswith("submitted job-")
+    second = quiet.stdout.split()[1]
+    progress(
+        api.backend,
+        second,
+        state=JobState.FAILED,
+        done=0,
+        failed=1,
+        total=1,
+        failure_reason="workload exited 3",
+    )
+    waited = cli(
+        api,
+        key,
+        "submit",
+        "--workload",
+        "transcribe:1",
+        "--input",
+        "s3://audio/team-a/in2/",
+        "--output",
+        "s3://audio/team-a/out2/",
+        "--name",
+        "n2",
+        "--wait",
+        check=False,
+    )
+    assert waited.returncode == 1 and "FAILED" in waited.stdout
+    assert "workload exited 3" in waited.stdout
 
     status = cli(api, key, "status", job["job_id"]).stdout
     assert job["job_id"] in status and "COMPLETED" in status and "100.0%" in status
@@ -170,6 +217,36 @@ def test_cli_errors_are_one_clear_line(api_server: RunningApi) -> None:  # noqa:
     )
     assert down.returncode == 1 and len(down.stderr.strip().splitlines()) == 1
     assert "cannot reach http://127.0.0.1:9" in down.stderr
+
+
+def test_serve_starts_the_api_and_readyz_reports_the_engine(pg_url: str, tmp_path: Path) -> None:  # noqa: F811
+    config = tmp_path / "platform.yaml"
+    config.write_text(json.dumps({"database_url": pg_url}))
+    port = free_port()
+    env = {**os.environ, "ASR_PLATFORM_CONFIG": str(config), "PYTHONPATH": str(ROOT)}
+    env.pop("DAGSTER_HOME", None)
+    url = f"http://127.0.0.1:{port}"
+
+    def ready() -> bool:
+        try:
+            return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    command = [
+        sys.executable,
+        "-m",
+        "asr_assets.platform.platform_cli",
+        "serve",
+        "--port",
+        str(port),
+    ]
+    with running(command, env=env, ready=ready, timeout_s=60, log_path=tmp_path / "serve.log"):
+        readiness = httpx.get(f"{url}/readyz", timeout=10)
+    assert readiness.status_code == 503
+    checks = readiness.json()["checks"]
+    assert checks["database"]["ok"] and not checks["dagster"]["ok"]
+    assert "DAGSTER_HOME" in checks["dagster"]["detail"]
 
 
 def test_schemathesis_finds_no_server_error(api_server: RunningApi, tmp_path: Path) -> None:  # noqa: F811
@@ -267,6 +344,15 @@ def test_status_page_in_headless_chromium(api_server: RunningApi, tmp_path: Path
     ).stdout
     assert 'aria-valuenow="77.5"' in dom and "752 of 1000 files done" in dom
     assert "23 failed" in dom and "audio_too_short" in dom and "IN_PROGRESS" in dom
+    listing = httpx.get(f"{api.url}/jobs", headers=headers, timeout=10).json()["page"]
+    dom = subprocess.run(
+        [chromium, *flags, "--dump-dom", api.url + listing],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=True,
+    ).stdout
+    assert "Jobs of team-a" in dom and "reading-check-nov-27" in dom and "77.5%" in dom
     shot = tmp_path / "job-page.png"
     subprocess.run(
         [

@@ -107,6 +107,7 @@ class Job(BaseModel):
 class JobPage(BaseModel):
     jobs: list[Job]
     next_cursor: str | None = Field(default=None, description="pass as `cursor` for more")
+    page: str = Field(description="the tenant's job list for a browser, signed for a while")
 
 
 class JobLogs(BaseModel):

@@ -261,7 +261,8 @@ class JobService:
     def view(self, tenant: Tenant, job_id: str) -> Job:
         record = self.record_for(tenant, job_id)
         status = self.refresh(record)
-        return self._to_view(record, status)
+        secret = tenant.callback_secret if record.tenant == tenant.name else None
+        return self._to_view(record, status, secret)
 
     def refresh(self, record: JobRecord) -> JobStatus | None:
         """The engine's status for a launched job, folded into the record (usage, callback)."""
@@ -327,7 +328,9 @@ class JobService:
                 )
             )
 
-    def _to_view(self, record: JobRecord, status: JobStatus | None) -> Job:
+    def _to_view(
+        self, record: JobRecord, status: JobStatus | None, secret: str | None = None
+    ) -> Job:
         prices = self.settings.prices
         if status is None:
             status = JobStatus(
@@ -372,18 +375,26 @@ class JobService:
             links=JobLinks(
                 self=f"/jobs/{record.job_id}",
                 logs=f"/jobs/{record.job_id}/logs",
-                page=self.page_link(record),
+                page=self.page_link(record, secret),
                 run=run_link,
             ),
         )
 
-    def page_link(self, record: JobRecord) -> str:
-        with self.sessions() as session:
-            tenant = session.get(Tenant, record.tenant)
-        assert tenant is not None
+    def page_link(self, record: JobRecord, secret: str | None = None) -> str:
+        if secret is None:
+            with self.sessions() as session:
+                tenant = session.get(Tenant, record.tenant)
+            assert tenant is not None
+            secret = tenant.callback_secret
         expires = int(time.time()) + PAGE_TTL_S
-        signature = page_signature(tenant.callback_secret, tenant.name, record.job_id, expires)
+        signature = page_signature(secret, record.tenant, record.job_id, expires)
         return f"/jobs/{record.job_id}?expires={expires}&signature={signature}"
+
+    @staticmethod
+    def list_link(tenant: Tenant) -> str:
+        expires = int(time.time()) + PAGE_TTL_S
+        signature = page_signature(tenant.callback_secret, tenant.name, "*", expires)
+        return f"/jobs?tenant={tenant.name}&expires={expires}&signature={signature}"
 
     def list_page(
         self,
@@ -417,8 +428,13 @@ class JobService:
             records = list(session.scalars(query))
         more = len(records) > limit
         records = records[:limit]
-        jobs = [self._to_view(record, self.refresh(record)) for record in records]
-        return JobPage(jobs=jobs, next_cursor=encode_cursor(records[-1]) if more else None)
+        secret = tenant.callback_secret
+        jobs = [self._to_view(record, self.refresh(record), secret) for record in records]
+        return JobPage(
+            jobs=jobs,
+            next_cursor=encode_cursor(records[-1]) if more else None,
+            page=self.list_link(tenant),
+        )
 
     def refresh_active(self, tenant: str | None = None, limit: int = 500) -> int:
         query = select(JobRecord).where(JobRecord.state.in_(ACTIVE_STATES[1:]))

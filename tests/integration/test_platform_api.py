@@ -415,3 +415,48 @@ def test_status_page_for_a_browser_and_its_signed_link(api: Api) -> None:
     tampered = link.replace("signature=", "signature=0")
     assert api.client.get(tampered).status_code == 401
     assert api.client.get(f"/jobs/{job['job_id']}").status_code == 401
+
+
+def test_engine_unreachable_on_read_serves_the_last_state_seen(api: Api) -> None:
+    job_id = submit(api, api.a).json()["job_id"]
+    progress(api.backend, job_id, state=JobState.IN_PROGRESS, done=1, total=2)
+    assert api.client.get(f"/jobs/{job_id}", headers=api.h(api.a)).json()["state"] == (
+        "IN_PROGRESS"
+    )
+    (api.backend.root / f"{job_id}.json").unlink()  # the engine no longer answers for it
+    response = api.client.get(f"/jobs/{job_id}", headers=api.h(api.a))
+    assert response.status_code == 200 and response.json()["state"] == "IN_PROGRESS"
+    assert api.client.get("/jobs", headers=api.h(api.a)).status_code == 200
+
+
+def test_a_launch_lost_in_a_crash_is_failed_and_frees_its_quota_slot(api: Api) -> None:
+    from datetime import timedelta
+
+    from asr_assets.platform.tenancy.models import JobRecord
+
+    service = api.client.app.state.service
+    # Recent: the background watcher leaves them alone (it waits two minutes); reaped below.
+    old = datetime.now(UTC) - timedelta(seconds=1)
+    with service.sessions.begin() as session:
+        for i in range(3):  # team-a's quota is 3 active jobs
+            session.add(
+                JobRecord(
+                    job_id=f"job-lost-{i}",
+                    tenant="team-a",
+                    idempotency_key=f"lost-{i}",
+                    request_hash="x",
+                    request=job_body(),
+                    workload="letter-scoring:1",
+                    priority="normal",
+                    state="SUBMITTING",
+                    created_at=old,
+                    updated_at=old,
+                    callback_state="none",
+                    callback_attempts=0,
+                )
+            )
+    assert submit(api, api.a).status_code == 429
+    assert service.reap_unconfirmed_launches(older_than_s=0) == 3
+    job = api.client.get("/jobs/job-lost-0", headers=api.h(api.a)).json()
+    assert job["state"] == "FAILED" and job["failure_reason"] == "launch_unconfirmed"
+    assert submit(api, api.a).status_code == 202

@@ -17,7 +17,7 @@ import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Engine, and_, or_, select, update
 from sqlalchemy.exc import IntegrityError
@@ -43,6 +43,8 @@ log = get_logger(__name__)
 SUBMITTING = "SUBMITTING"
 TERMINAL = {JobState.COMPLETED, JobState.FAILED, JobState.CANCELED}
 PAGE_TTL_S = 7 * 24 * 3600
+LAUNCH_UNCONFIRMED = "launch_unconfirmed"
+UNCONFIRMED_AFTER_S = 120.0
 
 
 class ApiError(Exception):
@@ -266,9 +268,13 @@ class JobService:
 
     def refresh(self, record: JobRecord) -> JobStatus | None:
         """The engine's status for a launched job, folded into the record (usage, callback)."""
-        if record.state == SUBMITTING:
+        if record.state == SUBMITTING or record.failure_reason == LAUNCH_UNCONFIRMED:
             return None
-        status = self.backend.status(record.job_id)
+        try:
+            status = self.backend.status(record.job_id)
+        except Exception as error:  # noqa: BLE001 - degrade to the last state seen, never a 500
+            log.warning("job status unavailable", job_id=record.job_id, error=str(error))
+            return None
         if status.state.value != record.state or (
             status.state in TERMINAL and record.finished_at is None
         ):
@@ -333,12 +339,15 @@ class JobService:
     ) -> Job:
         prices = self.settings.prices
         if status is None:
+            # The engine could not be asked: the last state seen, as recorded.
             status = JobStatus(
                 job_id=record.job_id,
-                state=JobState.QUEUED,
+                state=JobState.QUEUED if record.state == SUBMITTING else JobState(record.state),
                 workload=record.workload,
                 tenant=record.tenant,
+                failure_reason=record.failure_reason,
                 created_at=as_utc(record.created_at),
+                finished_at=as_utc(record.finished_at),
             )
         usage = Usage(
             **status.usage.model_dump(),
@@ -486,9 +495,46 @@ class JobService:
         self._resume_callbacks()
         while not self._stop.wait(self.settings.watch_interval_s):
             try:
+                self.reap_unconfirmed_launches()
                 self.refresh_active()
             except Exception as error:  # noqa: BLE001 - the watcher must outlive a bad sweep
                 log.error("job watcher sweep failed", error=str(error))
+
+    def reap_unconfirmed_launches(self, older_than_s: float = UNCONFIRMED_AFTER_S) -> int:
+        """Jobs left SUBMITTING by a crash between the record and the launch.
+
+        If the engine knows the job, it was launched: take its state. Otherwise mark it FAILED
+        (`launch_unconfirmed`) rather than delete it, so its quota slot frees and a retry with
+        the same idempotency key sees what happened instead of launching a second job.
+        """
+        cutoff = datetime.now(UTC) - timedelta(seconds=older_than_s)
+        with self.sessions() as session:
+            stale = list(
+                session.scalars(
+                    select(JobRecord).where(
+                        JobRecord.state == SUBMITTING, JobRecord.created_at < cutoff
+                    )
+                )
+            )
+        for record in stale:
+            try:
+                status = self.backend.status(record.job_id)
+            except Exception as error:  # noqa: BLE001 - unknown to the engine: not launched
+                log.warning("launch unconfirmed", job_id=record.job_id, error=str(error))
+                with self.sessions.begin() as session:
+                    session.execute(
+                        update(JobRecord)
+                        .where(JobRecord.job_id == record.job_id, JobRecord.state == SUBMITTING)
+                        .values(
+                            state=JobState.FAILED.value,
+                            failure_reason=LAUNCH_UNCONFIRMED,
+                            finished_at=datetime.now(UTC),
+                            updated_at=datetime.now(UTC),
+                        )
+                    )
+                continue
+            self._fold(record, status)
+        return len(stale)
 
     def _resume_callbacks(self) -> None:
         """Callbacks a previous process claimed but did not finish are delivered again."""

@@ -8,6 +8,7 @@ service loads neither Dagster nor the engine until a request needs them.
 from __future__ import annotations
 
 import io
+import logging
 import os
 from pathlib import Path
 from typing import Protocol
@@ -88,7 +89,9 @@ class PlatformJobsBackend:
         lines = []
         for entry in self._instance().all_logs(run_id):
             moment = entry.timestamp
-            level = entry.level if isinstance(entry.level, str) else str(entry.level)
+            level = (
+                logging.getLevelName(entry.level) if isinstance(entry.level, int) else entry.level
+            )
             lines.append(f"{moment:.3f} {level} {entry.step_key or '-'} {entry.user_message}")
         return lines
 
@@ -118,7 +121,7 @@ class PlatformJobsBackend:
 
         environment = environment_from(os.environ)
         build = local_resources if environment.value == "local" else aws_resources
-        store = build(os.environ)["object_store"]
+        store = build(os.environ)["store"]
         if request.manifest is not None:
             key = _store_key(request.manifest)
             if key.endswith(".parquet"):

@@ -370,3 +370,23 @@ def test_status_page_in_headless_chromium(api_server: RunningApi, tmp_path: Path
     assert shot.stat().st_size > 10_000
     if os.environ.get("ASR_UPDATE_SCREENSHOT"):
         shutil.copy(shot, ROOT / "docs" / "job-status-page.png")
+
+
+def test_a_chunked_body_over_the_limit_is_413(api_server: RunningApi) -> None:  # noqa: F811
+    api = api_server
+    key = create_tenant(api, api.admin_key, "team-a")["api_key"]
+
+    def chunks():  # no Content-Length: the server must count as it reads
+        yield b'{"workload": "letter-scoring:1", "name": "'
+        for _ in range(20):
+            yield b"x" * 4096
+        yield b'"}'
+
+    response = httpx.post(
+        f"{api.url}/jobs",
+        content=chunks(),
+        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+        timeout=10,
+    )
+    assert response.status_code == 413, response.text
+    assert api.backend.submitted() == []

@@ -38,7 +38,7 @@ from asr_assets.platform.api.service import ApiError, JobService, page_signature
 from asr_assets.platform.jobs.models import JobState
 from asr_assets.platform.tenancy import auth
 from asr_assets.platform.tenancy.database import make_engine, migrate
-from asr_assets.platform.tenancy.models import Tenant
+from asr_assets.platform.tenancy.models import JobRecord, Tenant
 from asr_assets.platform.tenancy.quotas import QuotaExceededError
 from asr_assets.platform.tenancy.settings import PlatformSettings, Quotas
 from asr_assets.platform.tenancy.usage import GroupBy, usage_rows
@@ -279,8 +279,6 @@ def create_app(settings: PlatformSettings, *, engine: Engine | None = None) -> F
         status page; a signed `page` link from `links.page` opens it without a key."""
         if credentials is None and signature is not None:
             with service.sessions() as session:
-                from asr_assets.platform.tenancy.models import JobRecord
-
                 record = session.get(JobRecord, job_id)
             if record is None:
                 raise ApiError(404, "no such job")

@@ -1,0 +1,76 @@
+"""The API's default engine adapter: run logs from the Dagster instance, workload manifests,
+input counts from the object store. (Submission itself is the platform core's.)"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from asr_assets.platform.api import backend as backend_module
+from asr_assets.platform.api.backend import PlatformJobsBackend
+from asr_assets.platform.jobs.models import JobRequest
+
+
+def test_logs_come_from_the_runs_event_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    (tmp_path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+
+    @dg.asset
+    def probe(context) -> int:  # type: ignore[no-untyped-def]
+        context.log.info("probe says hello")
+        return 1
+
+    with dg.DagsterInstance.get() as instance:
+        run_id = dg.materialize([probe], instance=instance).run_id
+    engine = PlatformJobsBackend()
+    lines = engine.logs("job-1", run_id)
+    assert any("INFO" in line and "probe says hello" in line for line in lines)
+    assert engine.logs("job-1", None) == []
+    engine.check_ready()
+
+
+def test_readiness_needs_a_persistent_instance(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    with pytest.raises(RuntimeError, match="DAGSTER_HOME"):
+        PlatformJobsBackend().check_ready()
+
+
+def test_workloads_are_read_from_their_manifests(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "transcribe").mkdir()
+    (tmp_path / "transcribe" / "workload.yaml").write_text(
+        "name: transcribe\nversion: 1.2.0\ndescription: plain CTC transcription\n"
+        "owner: platform\ninput:\n  kind: prefix\n"
+    )
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "workload.yaml").write_text("name: [unclosed\n")
+    monkeypatch.setattr(backend_module, "WORKLOADS_DIR", tmp_path)
+    [workload] = PlatformJobsBackend().workloads()
+    assert (workload.name, workload.version, workload.owner, workload.input_kind) == (
+        "transcribe",
+        "1.2.0",
+        "platform",
+        "prefix",
+    )
+
+
+def test_inputs_are_counted_in_the_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ASR_ENV", "local")
+    monkeypatch.setenv("ASR_DATA_ROOT", str(tmp_path))
+    audio = tmp_path / "tenants" / "team-a" / "in"
+    audio.mkdir(parents=True)
+    for i in range(7):
+        (audio / f"{i}.wav").write_bytes(b"RIFF")
+    (tmp_path / "tenants" / "team-a" / "m.jsonl").write_text(
+        "\n".join(json.dumps({"audio_key": f"k{i}"}) for i in range(4)) + "\n\n"
+    )
+    engine = PlatformJobsBackend()
+    by_prefix = JobRequest(workload="t:1", input_prefix="tenants/team-a/in/", output_prefix="o/")
+    assert engine.count_inputs(by_prefix, limit=100) == 7
+    assert engine.count_inputs(by_prefix, limit=3) == 4  # stops past the limit
+    by_manifest = JobRequest(workload="t:1", manifest="tenants/team-a/m.jsonl", output_prefix="o/")
+    assert engine.count_inputs(by_manifest, limit=100) == 4

@@ -173,7 +173,9 @@ def format_report(report: dict[str, object]) -> str:
             f"decided: balanced accuracy {pct('decided_balanced_accuracy')}, misread recall "
             f"{pct('decided_misread_recall')}"
         )
-    rel = report.get("reliability") or {}
+    # Under the greedy judgement `confidence` is not P(read correctly): no calibration figures.
+    greedy = (report.get("alignments_config") or {}).get("judgement") == Judgement.GREEDY.name  # type: ignore[union-attr]
+    rel = {} if greedy else (report.get("reliability") or {})
     if rel.get("ece") is not None:  # type: ignore[union-attr]
         lines.append(
             f"calibration of P(read correctly): ECE {rel['ece']:.3f} over {rel['n']} letters; "  # type: ignore[index]
@@ -183,7 +185,7 @@ def format_report(report: dict[str, object]) -> str:
                 for b in rel["bins"]  # type: ignore[index]
             )
         )
-    curves = report.get("misread_curves") or {}
+    curves = {} if greedy else (report.get("misread_curves") or {})
     if curves.get("roc_auc") is not None:  # type: ignore[union-attr]
         lines.append(f"misread ROC AUC (score 1 − P(read correctly))  {curves['roc_auc']:.3f}")  # type: ignore[index]
     confusions = ", ".join(f"{t}→{p}×{n}" for t, p, n in report["top_confusions"])  # type: ignore[attr-defined]
@@ -201,6 +203,8 @@ def format_report(report: dict[str, object]) -> str:
 def store_name(store: Path) -> str:
     """`.tmp/eval-festival` → `festival`; the espeak-ng held-out store keeps its directory name."""
     name = store.name
+    if name == "eval-store":
+        return "espeak-ng held-out"
     return name[len("eval-") :] if name.startswith("eval-") else name
 
 
@@ -217,7 +221,8 @@ def summary_table(reports: dict[str, dict[str, object]]) -> str:
     )
     lines = [head, "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name, r in reports.items():
-        ece = (r.get("reliability") or {}).get("ece")  # type: ignore[union-attr]
+        greedy = (r.get("alignments_config") or {}).get("judgement") == Judgement.GREEDY.name  # type: ignore[union-attr]
+        ece = None if greedy else (r.get("reliability") or {}).get("ece")  # type: ignore[union-attr]
         lines.append(
             f"| {name} | {pct(r, 'balanced_accuracy')} | {pct(r, 'misread_recall')} "
             f"| {pct(r, 'letter_recognition_accuracy')} | {pct(r, 'share_within_60ms')} "

@@ -99,10 +99,10 @@ def setting_for(rate_wpm: int) -> int:
     return 0 if rate_wpm < 145 else (1 if rate_wpm < 190 else 2)
 
 
-def _festival_clips(voice: ForeignVoice, setting: int, out: Path) -> None:
+def _festival_clips(voice: ForeignVoice, setting: int, out: Path, letters: str) -> None:
     stretch = FESTIVAL_STRETCH[setting]
     lines = [f"({voice.voice})", f"(Parameter.set 'Duration_Stretch {stretch})"]
-    for c in LETTERS:
+    for c in letters:
         text = FESTIVAL_TEXT[c]
         lines.append(
             f'(utt.save.wave (utt.synth (Utterance Text "{text}")) "{out / c}.wav" \'riff)'
@@ -122,9 +122,9 @@ def _festival_clips(voice: ForeignVoice, setting: int, out: Path) -> None:
         script.unlink(missing_ok=True)
 
 
-def _freetts_clips(voice: ForeignVoice, setting: int, out: Path) -> None:
+def _freetts_clips(voice: ForeignVoice, setting: int, out: Path, letters: str) -> None:
     rate, pitch = FREETTS_SETTINGS[setting]
-    for c in LETTERS:
+    for c in letters:
         subprocess.run(
             [
                 "java",
@@ -167,21 +167,24 @@ def _load_16k(path: Path) -> np.ndarray:
 class ClipBank:
     """Trimmed single-letter clips per (voice, setting), synthesized once and cached on disk."""
 
-    def __init__(self, cache_dir: Path = DEFAULT_CACHE) -> None:
+    def __init__(self, cache_dir: Path = DEFAULT_CACHE, letters: str = LETTERS) -> None:
         self.cache_dir = cache_dir
+        #: Letters to synthesize (tests ask for a few: FreeTTS starts a JVM per letter).
+        self.letters = letters
         self._memory: dict[tuple[str, int], dict[str, np.ndarray]] = {}
 
     def clips(self, voice: ForeignVoice, setting: int) -> dict[str, np.ndarray]:
         key = (voice.as_voice.name, setting)
         if key not in self._memory:
             folder = self.cache_dir / voice.synthesizer / voice.label / f"s{setting}"
-            if not all((folder / f"{c}.wav").exists() for c in LETTERS):
+            missing = "".join(c for c in self.letters if not (folder / f"{c}.wav").exists())
+            if missing:
                 folder.mkdir(parents=True, exist_ok=True)
                 if voice.synthesizer == "festival":
-                    _festival_clips(voice, setting, folder)
+                    _festival_clips(voice, setting, folder, missing)
                 else:
-                    _freetts_clips(voice, setting, folder)
-            self._memory[key] = {c: trim_clip(_load_16k(folder / f"{c}.wav")) for c in LETTERS}
+                    _freetts_clips(voice, setting, folder, missing)
+            self._memory[key] = {c: trim_clip(_load_16k(folder / f"{c}.wav")) for c in self.letters}
         return self._memory[key]
 
     def render(self, plan: PhrasePlan) -> Rendered:

@@ -13,6 +13,7 @@ from tools.evaluate.metrics import (
     fit_platt,
     insertion_labels,
     misread_curves,
+    operating_points,
     reliability,
     review_metrics,
 )
@@ -127,3 +128,12 @@ def test_write_plots_and_table_for_several_stores(tmp_path: Path) -> None:
     assert "orange: festival" in legend[0]
     table = summary_table(reports)
     assert "| festival | 100.0% |" in table
+
+
+def test_operating_points_trade_recall_for_false_alarms() -> None:
+    outcomes = [outcome("correct", "correct", p) for p in (0.3, 0.9, 0.99, 0.99)]
+    outcomes += [outcome("deleted", "deleted", p) for p in (0.1, 0.6)]
+    low, high = operating_points(outcomes, (0.2, 0.95))
+    assert (low["misread_recall"], low["false_alarm_rate"]) == (0.5, 0.0)
+    assert (high["misread_recall"], high["false_alarm_rate"]) == (1.0, 0.5)
+    assert high["flagged_share"] == pytest.approx(4 / 6)

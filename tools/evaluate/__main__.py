@@ -25,6 +25,7 @@ from tools.evaluate.metrics import (
     insertion_metrics,
     join_outcomes,
     misread_curves,
+    operating_points,
     recognition_accuracy,
     reliability,
     review_metrics,
@@ -126,6 +127,7 @@ def evaluate(
         "alignments_config": align_config,
         "reliability": reliability(outcomes),
         "misread_curves": misread_curves(outcomes),
+        "operating_points": operating_points(outcomes),
         "insertion_scores": insertion_labels(truth, rows["letter_scores"]),
         # (confidence, greedy read it, truly correct): what `--fit-calibration` fits on.
         "raw_letters": [
@@ -188,6 +190,14 @@ def format_report(report: dict[str, object]) -> str:
     curves = {} if greedy else (report.get("misread_curves") or {})
     if curves.get("roc_auc") is not None:  # type: ignore[union-attr]
         lines.append(f"misread ROC AUC (score 1 − P(read correctly))  {curves['roc_auc']:.3f}")  # type: ignore[index]
+        lines.append(
+            "review everything below P: "
+            + "; ".join(
+                f"<{p['threshold']:.2f}: misread recall {p['misread_recall']:.1%}, "
+                f"false alarms {p['false_alarm_rate']:.1%}"
+                for p in report.get("operating_points", [])  # type: ignore[union-attr]
+            )
+        )
     confusions = ", ".join(f"{t}→{p}×{n}" for t, p, n in report["top_confusions"])  # type: ignore[attr-defined]
     lines.append(f"top confusions                {confusions or 'none'}")
     lines.append(

@@ -311,3 +311,24 @@ def insertion_labels(
         for rank, conf in enumerate(sorted(confs, reverse=True)):
             out.append((conf, rank < k))
     return out
+
+
+def operating_points(
+    outcomes: Iterable[LetterOutcome], thresholds: Iterable[float] = (0.2, 0.5, 0.8, 0.95)
+) -> list[dict[str, float]]:
+    """Misread recall and false-alarm rate when every letter with P(read correctly) < t is sent
+    to a teacher (called misread or `uncertain`): the trade-off `review_high` sets."""
+    probs, truth = _scored(outcomes)
+    misread = ~truth
+    points = []
+    for t in thresholds:
+        flagged = probs < t
+        points.append(
+            {
+                "threshold": float(t),
+                "misread_recall": float((flagged & misread).sum() / max(1, misread.sum())),
+                "false_alarm_rate": float((flagged & ~misread).sum() / max(1, (~misread).sum())),
+                "flagged_share": float(flagged.mean()) if len(probs) else 0.0,
+            }
+        )
+    return points

@@ -103,6 +103,13 @@ def evaluate(
     elapsed = time.perf_counter() - started
     truth = pq.read_table(store / "ground_truth" / "letters.parquet").to_pylist()
     outcomes = join_outcomes(truth, rows["letter_scores"], rows["errors"])
+    voice_of = {
+        (p["activity_id"], p["phrase_index"]): p["voice"]
+        for p in pq.read_table(store / "ground_truth" / "phrases.parquet").to_pylist()
+    }
+    by_voice: dict[str, list] = {}
+    for row, o in zip((r for r in truth if r["true_status"] != "inserted"), outcomes, strict=True):
+        by_voice.setdefault(voice_of[(row["activity_id"], row["phrase_index"])], []).append(o)
     confusions = confusion_table(outcomes)
     phrases = len(rows["phrase_results"]) + len(rows["errors"])
     audio_s = sum(float(p["duration_s"]) for p in rows["phrase_results"])
@@ -122,6 +129,15 @@ def evaluate(
         **insertion_metrics(truth, rows["letter_scores"]),
         **span_errors(outcomes),
         "top_confusions": top_confusions(confusions),
+        "by_voice": {
+            voice: {
+                "letters": len(group),
+                "balanced_accuracy": decision_metrics(group)["balanced_accuracy"],
+                "misread_recall": decision_metrics(group)["misread_recall"],
+                "letter_recognition_accuracy": recognition_accuracy(group),
+            }
+            for voice, group in sorted(by_voice.items())
+        },
         "confusion_table": confusions,
         "accept_support": accept_support,
         "alignments_config": align_config,

@@ -13,15 +13,17 @@ $(STAMP): pyproject.toml requirements.lock
 	$(BIN)/pip install --quiet --disable-pip-version-check -c requirements.lock -e '.[dev]'
 	touch $@
 
-# Debian packages some tools and tests need (espeak-ng synthesizes the labeled data).
+# Debian packages some tools and tests need (espeak-ng synthesizes the labeled data; festival and
+# FreeTTS read the cross-synthesizer evaluation stores; sox and ffmpeg run training augmentations;
+# headless Chromium loads the jobs status page in the platform tests).
+SYSTEM_PACKAGES := espeak-ng festival festvox-kdlpc16k festvox-us-slt-hts freetts sox ffmpeg chromium
 system-deps:
-	@command -v espeak-ng >/dev/null 2>&1 || { \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq espeak-ng >/dev/null; \
-	  else sudo apt-get update -qq && sudo apt-get install -y -qq espeak-ng >/dev/null; fi; }
-	@# Headless Chromium loads the jobs status page in the platform tests.
-	@command -v chromium >/dev/null 2>&1 || { \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium >/dev/null; \
-	  else sudo apt-get update -qq && sudo apt-get install -y -qq chromium >/dev/null; fi; }
+	@{ command -v espeak-ng && command -v chromium && command -v festival && command -v sox && command -v ffmpeg \
+	  && test -f /usr/share/java/freetts.jar \
+	  && test -d /usr/share/festival/voices/english/ked_diphone \
+	  && test -d /usr/share/festival/voices/us/cmu_us_slt_arctic_hts; } >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq $(SYSTEM_PACKAGES) >/dev/null; \
+	  else sudo apt-get update -qq && sudo apt-get install -y -qq $(SYSTEM_PACKAGES) >/dev/null; fi; }
 
 $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 	mkdir -p $(DAGSTER_HOME)
@@ -49,14 +51,21 @@ format: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench
 
-# Accuracy benchmark: a held-out-voice labeled store (synthesized once), scored by the pipeline.
+# Accuracy benchmark: a held-out-voice labeled store and two stores read by synthesizers never
+# used in training (festival, FreeTTS), synthesized once, scored by the pipeline; one table per
+# synthesizer, and ROC/PR/reliability plots of the calibrated judgement in bench/out/.
 EVAL_STORE ?= .tmp/eval-store
+EVAL_FOREIGN ?= .tmp/eval-festival .tmp/eval-freetts
 ASR_MODEL_DIR ?= models/demo-letters
 eval: $(STAMP) system-deps
 	test -d $(EVAL_STORE)/catalog || $(BIN)/python -m tools.synthesize dataset --out $(EVAL_STORE) \
 	  --seed 1 --start-date 2026-11-01 --days 2 --activities 40 --voices heldout
-	$(BIN)/python -m tools.evaluate --store $(EVAL_STORE) --model-dir $(ASR_MODEL_DIR) \
-	  --out bench/out/eval.json
+	test -d .tmp/eval-festival/catalog || $(BIN)/python -m tools.synthesize foreign \
+	  --out .tmp/eval-festival --synthesizer festival --seed 11 --start-date 2026-11-01 --activities 30
+	test -d .tmp/eval-freetts/catalog || $(BIN)/python -m tools.synthesize foreign \
+	  --out .tmp/eval-freetts --synthesizer freetts --seed 12 --start-date 2026-11-01 --activities 30
+	$(BIN)/python -m tools.evaluate $(foreach s,$(EVAL_STORE) $(EVAL_FOREIGN),--store $(s)) \
+	  --model-dir $(ASR_MODEL_DIR) --plots bench/out --out bench/out/eval.json
 
 clean:
 	rm -rf $(VENV) .asr-data .dagster-home .pytest_cache .ruff_cache

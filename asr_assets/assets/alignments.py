@@ -16,7 +16,14 @@ from asr_assets.core.audio import decode_clip
 from asr_assets.core.decoding import CtcVocabulary
 from asr_assets.core.errors import PhraseError, ReasonCode, Stage
 from asr_assets.core.models import ModelInfo, PhraseResult, Transcript
-from asr_assets.core.scoring import DEFAULT_ACCEPT_SUPPORT, score_phrase
+from asr_assets.core.scoring import (
+    DEFAULT_ACCEPT_SUPPORT,
+    DEFAULT_POLICY,
+    RAW_POLICY,
+    DecisionPolicy,
+    Judgement,
+    score_phrase,
+)
 from asr_assets.core.storage import stage_table_key
 from asr_assets.core.tables import (
     ERRORS_SCHEMA,
@@ -45,8 +52,48 @@ class AlignmentsConfig(dg.Config):
         ge=0.0,
         le=1.0,
         description="A letter greedy decoding missed is judged correct when its own posterior "
-        "near its aligned span reaches this; null keeps the greedy judgement.",
+        "near its aligned span reaches this; null keeps the greedy judgement. Used only by the "
+        "'greedy' judgement.",
     )
+    judgement: Judgement = Field(
+        default=Judgement.CALIBRATED,
+        description="'calibrated': statuses from calibrated probabilities, with an 'uncertain' "
+        "band for teacher review and insertions reported only when likely real; 'greedy': the "
+        "greedy transcript's edit alignment (plus accept_support); 'raw': greedy statuses with "
+        "uncalibrated support as confidence (for fitting calibrations).",
+    )
+    review_low: float = Field(
+        default=DEFAULT_POLICY.review_low,
+        ge=0.0,
+        le=1.0,
+        description="Calibrated P(read correctly) below which a letter greedy decoding misread "
+        "is reported misread; between review_low and review_high it is 'uncertain'.",
+    )
+    review_high: float = Field(
+        default=DEFAULT_POLICY.review_high,
+        ge=0.0,
+        le=1.0,
+        description="Calibrated P(read correctly) at or above which a letter is 'correct'.",
+    )
+    insertion_min: float = Field(
+        default=DEFAULT_POLICY.insertion_min,
+        ge=0.0,
+        le=1.0,
+        description="Calibrated P(the extra letter was really said) needed to report it.",
+    )
+
+    def policy(self) -> DecisionPolicy | None:
+        if self.judgement is Judgement.GREEDY:
+            return None
+        if self.judgement is Judgement.RAW:
+            return RAW_POLICY
+        return DecisionPolicy(
+            letter=DEFAULT_POLICY.letter,
+            insertion=DEFAULT_POLICY.insertion,
+            review_low=self.review_low,
+            review_high=self.review_high,
+            insertion_min=self.insertion_min,
+        )
 
 
 def error_row(
@@ -110,6 +157,7 @@ def align_phrase(
         samples,
         accept_support=config.accept_support,
         span_mode=config.span_mode,
+        policy=config.policy(),
     )
     alignment_ms = (time.perf_counter() - started) * 1000
     phrase = PhraseResult(

@@ -115,6 +115,8 @@ class LetterStatus(StrEnum):
     DELETED = "deleted"
     INSERTED = "inserted"
     UNALIGNED = "unaligned"
+    #: The calibrated judgement could not tell correct from misread: a teacher should listen.
+    UNCERTAIN = "uncertain"
 
 
 class AlignmentMethod(StrEnum):

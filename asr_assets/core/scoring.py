@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 
 import numpy as np
 
@@ -29,6 +30,89 @@ from asr_assets.core.models import AlignmentMethod, LetterScore, LetterStatus, M
 DEFAULT_ACCEPT_SUPPORT: float | None = None
 #: Frames either side of the forced-aligned span in which a letter's support is looked for.
 SUPPORT_WINDOW_FRAMES = 2
+#: Raw scores are clipped to [EPS, 1 - EPS] before the logit of the calibration.
+_EPS = 1e-4
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Platt scaling: P = sigmoid(bias + weight * logit(score) + flag_weight * flag).
+
+    Raw CTC posteriors are overconfident on voices a model has never heard; a two-parameter
+    logistic map fitted on held-apart data turns them into probabilities a review threshold can
+    be set on (fitted by `python -m tools.evaluate --fit-calibration`).
+    """
+
+    bias: float = 0.0
+    weight: float = 1.0
+    flag_weight: float = 0.0
+
+    def probability(self, score: float, flag: bool = False) -> float:
+        x = float(np.clip(score, _EPS, 1.0 - _EPS))
+        z = self.bias + self.weight * float(np.log(x / (1.0 - x))) + self.flag_weight * float(flag)
+        return float(1.0 / (1.0 + np.exp(-z)))
+
+
+IDENTITY = Calibration()
+
+
+@dataclass(frozen=True)
+class DecisionPolicy:
+    """How calibrated confidences become statuses (the `calibrated` judgement).
+
+    * `letter` maps an expected letter's support (its own highest posterior near its aligned
+      span) and whether greedy decoding read it, to P(read correctly). That probability is the
+      row's `confidence`.
+    * P >= `review_high`: `correct`. P < `review_low`: greedy's misread status (`substituted`
+      or `deleted`). In between, or below `review_low` when greedy read the letter anyway:
+      `uncertain`, for a teacher to review. `review_low`/`review_high` None keeps greedy's status
+      and only reports the probability (how calibrations are fitted).
+    * `insertion` maps an extra recognized letter's confidence to P(the insertion is real); only
+      insertions at or above `insertion_min` are reported.
+    """
+
+    letter: Calibration = IDENTITY
+    insertion: Calibration = IDENTITY
+    review_low: float | None = 0.2
+    review_high: float | None = 0.8
+    insertion_min: float = 0.5
+
+    def __post_init__(self) -> None:
+        if (self.review_low is None) != (self.review_high is None):
+            raise ValueError("review_low and review_high are set together")
+        if self.review_low is not None and not 0.0 <= self.review_low <= self.review_high <= 1.0:  # type: ignore[operator]
+            raise ValueError("need 0 <= review_low <= review_high <= 1")
+
+    def judge(self, greedy: LetterStatus, p_correct: float) -> LetterStatus:
+        if self.review_low is None or self.review_high is None:
+            return greedy
+        if p_correct >= self.review_high:
+            return LetterStatus.CORRECT
+        if p_correct < self.review_low and greedy is not LetterStatus.CORRECT:
+            return greedy
+        return LetterStatus.UNCERTAIN
+
+
+class Judgement(StrEnum):
+    CALIBRATED = "calibrated"
+    GREEDY = "greedy"
+    RAW = "raw"
+
+
+#: The demo model's calibration, fitted on training-voice espeak-ng phrases only (never on
+#: held-out voices or other synthesizers): `python -m tools.evaluate --store <train-voice store>
+#: --fit-calibration FILE` on 294 phrases (seed 2, 1436 letters, 117 reported insertions). The
+#: raw support is nearly 0 or 1; what decides is whether greedy decoding read the letter.
+DEFAULT_POLICY = DecisionPolicy(
+    letter=Calibration(bias=-0.063, weight=0.279, flag_weight=2.693),
+    insertion=Calibration(bias=-2.269, weight=0.642),
+    review_low=0.2,
+    review_high=0.8,
+    insertion_min=0.5,
+)
+
+#: Reports raw support as `confidence` and keeps greedy statuses: what calibrations are fitted on.
+RAW_POLICY = DecisionPolicy(review_low=None, review_high=None, insertion_min=0.0)
 
 
 @dataclass(frozen=True)
@@ -49,6 +133,7 @@ def score_phrase(
     samples: np.ndarray | None = None,
     accept_support: float | None = DEFAULT_ACCEPT_SUPPORT,
     span_mode: SpanMode = SpanMode.AUTO,
+    policy: DecisionPolicy | None = None,
 ) -> PhraseScoring:
     """Judge every expected letter of a phrase, and report extra letters as insertions.
 
@@ -58,6 +143,9 @@ def score_phrase(
     support as its (low) confidence: greedy decoding is a hard decision that drops letters a
     small model heard but did not rank first, and a teacher would not mark those letters wrong.
     `accept_support=None` keeps the greedy judgement.
+
+    With a `policy` (see `DecisionPolicy`) letters with emissions are judged on calibrated
+    probabilities instead, may be `uncertain`, and `accept_support` is not used.
 
     `log_probs` may be None (an engine that returns only text): statuses then come from the
     edit alignment alone and every expected letter is `unaligned` for lack of timing.
@@ -106,6 +194,10 @@ def score_phrase(
         if step.op is EditOp.INSERT:
             assert step.recognized_index is not None
             start, end = transcript.frame_spans[step.recognized_index]
+            if policy is not None and log_probs is not None:
+                rec_conf = policy.insertion.probability(_unit(rec_conf))
+                if rec_conf < policy.insertion_min:
+                    continue  # not confident enough to tell a teacher a letter was added
             rows.append(
                 LetterScore(
                     **common,
@@ -130,7 +222,13 @@ def score_phrase(
         }[step.op]
         score = None if goodness is None else goodness[index]
         heard = None if support is None else support[index]
-        if (
+        if policy is not None and heard is not None and unaligned_reason is None:
+            confidence = policy.letter.probability(heard, status is LetterStatus.CORRECT)
+            judged = policy.judge(status, confidence)
+            if judged is LetterStatus.CORRECT and status is not LetterStatus.CORRECT:
+                recognized = expected[index]  # heard well enough: greedy ranked it second
+            status = judged
+        elif (
             status is not LetterStatus.CORRECT
             and accept_support is not None
             and heard is not None

@@ -36,6 +36,8 @@ class LetterOutcome:
     true_end_s: float | None = None
     start_s: float | None = None
     end_s: float | None = None
+    #: The row's confidence; under the calibrated judgement, P(read correctly).
+    confidence: float | None = None
 
 
 def join_outcomes(
@@ -74,6 +76,7 @@ def join_outcomes(
                     recognized=pred.get("recognized"),  # type: ignore[arg-type]
                     start_s=pred.get("start_s"),  # type: ignore[arg-type]
                     end_s=pred.get("end_s"),  # type: ignore[arg-type]
+                    confidence=pred.get("confidence"),  # type: ignore[arg-type]
                 )
             )
         elif rejected.get(phrase) in NOTHING_READ_REASONS:
@@ -185,3 +188,147 @@ def insertion_metrics(
         "insertion_precision": _ratio(matched, sum(predicted_counts.values())),
         "insertion_recall": _ratio(matched, sum(true_counts.values())),
     }
+
+
+def review_metrics(outcomes: Iterable[LetterOutcome]) -> dict[str, float | int | None]:
+    """The calibrated judgement's view: how many letters go to a teacher, and how good the
+    decisions are on the letters it did decide (correct or misread, not `uncertain`)."""
+    judged = [o for o in outcomes if o.predicted_status is not None]
+    decided = [o for o in judged if o.predicted_status != "uncertain"]
+    metrics = decision_metrics(decided)
+    uncertain = [o for o in judged if o.predicted_status == "uncertain"]
+    return {
+        "letters_uncertain": len(uncertain),
+        "uncertain_share": _ratio(len(uncertain), len(judged)),
+        "uncertain_truly_misread": sum(o.true_status in MISREAD for o in uncertain),
+        "decided_balanced_accuracy": metrics["balanced_accuracy"],
+        "decided_misread_recall": metrics["misread_recall"],
+        "decided_misread_precision": metrics["misread_precision"],
+    }
+
+
+def _scored(outcomes: Iterable[LetterOutcome]) -> tuple[np.ndarray, np.ndarray]:
+    """P(read correctly) and the truth (1 = truly correct) for letters with a confidence."""
+    rows = [
+        (float(o.confidence), o.true_status == "correct")
+        for o in outcomes
+        if o.confidence is not None and o.predicted_status not in (None, "unaligned")
+    ]
+    if not rows:
+        return np.zeros(0), np.zeros(0, dtype=bool)
+    probs, truth = zip(*rows, strict=True)
+    return np.asarray(probs, dtype=np.float64), np.asarray(truth, dtype=bool)
+
+
+def reliability(outcomes: Iterable[LetterOutcome], bins: int = 10) -> dict[str, object]:
+    """Reliability diagram of P(read correctly): per confidence bin, the mean confidence against
+    the share truly correct; ECE is their gap weighted by bin size."""
+    probs, truth = _scored(outcomes)
+    table = []
+    ece = 0.0
+    for b in range(bins):
+        lo, hi = b / bins, (b + 1) / bins
+        mask = (probs >= lo) & ((probs < hi) if b < bins - 1 else (probs <= hi))
+        n = int(mask.sum())
+        if n == 0:
+            continue
+        mean_p, share = float(probs[mask].mean()), float(truth[mask].mean())
+        ece += n / len(probs) * abs(mean_p - share)
+        table.append(
+            {"low": lo, "high": hi, "n": n, "mean_confidence": mean_p, "share_correct": share}
+        )
+    return {"bins": table, "ece": ece if len(probs) else None, "n": len(probs)}
+
+
+def misread_curves(outcomes: Iterable[LetterOutcome]) -> dict[str, object]:
+    """ROC and precision-recall of detecting misreads with score 1 - P(read correctly).
+
+    Each point is the rule "flag a letter when P(read correctly) < threshold"; the teacher
+    reviews every flagged letter, so recall is misreads caught and the false-positive rate is
+    correct readings a teacher is sent to check."""
+    probs, truth = _scored(outcomes)
+    misread = ~truth
+    thresholds = np.unique(np.concatenate([[0.0, 1.0 + 1e-9], probs]))
+    roc, pr = [], []
+    positives, negatives = int(misread.sum()), int((~misread).sum())
+    for t in thresholds:
+        flagged = probs < t
+        tp = int((flagged & misread).sum())
+        fp = int((flagged & ~misread).sum())
+        tpr = tp / positives if positives else 0.0
+        fpr = fp / negatives if negatives else 0.0
+        roc.append((fpr, tpr, float(t)))
+        if tp + fp:
+            pr.append((tpr, tp / (tp + fp), float(t)))
+    roc.sort()
+    xs = np.array([p[0] for p in roc])
+    ys = np.array([p[1] for p in roc])
+    auc = float(np.sum(np.diff(xs) * (ys[1:] + ys[:-1]) / 2)) if len(xs) > 1 else None
+    return {
+        "roc": roc,
+        "pr": sorted(pr),
+        "roc_auc": auc,
+        "positives": positives,
+        "negatives": negatives,
+    }
+
+
+def fit_platt(
+    scores: np.ndarray, flags: np.ndarray, labels: np.ndarray, l2: float = 1e-3
+) -> tuple[float, float, float]:
+    """Logistic regression of labels on (logit(score), flag) by Newton steps: (bias, weight,
+    flag_weight). A small ridge keeps it finite when the classes separate."""
+    x = np.clip(scores.astype(np.float64), 1e-4, 1 - 1e-4)
+    design = np.column_stack([np.ones_like(x), np.log(x / (1 - x)), flags.astype(np.float64)])
+    y = labels.astype(np.float64)
+    beta = np.zeros(3)
+    for _ in range(50):
+        p = 1 / (1 + np.exp(-design @ beta))
+        grad = design.T @ (p - y) + l2 * beta
+        hess = design.T @ (design * (p * (1 - p))[:, None]) + l2 * np.eye(3)
+        step = np.linalg.solve(hess, grad)
+        beta -= step
+        if np.abs(step).max() < 1e-8:
+            break
+    return float(beta[0]), float(beta[1]), float(beta[2])
+
+
+def insertion_labels(
+    truth: Iterable[Mapping[str, object]], letters: Iterable[Mapping[str, object]]
+) -> list[tuple[float, bool]]:
+    """(confidence, real) per reported insertion: in each phrase the k most confident reported
+    insertions count as real, k = the true insertions there (positions are not compared)."""
+    true_counts = Counter(
+        (r["activity_id"], r["phrase_index"]) for r in truth if r["true_status"] == "inserted"
+    )
+    by_phrase: dict[tuple[object, object], list[float]] = defaultdict(list)
+    for r in letters:
+        if r["status"] == "inserted":
+            by_phrase[(r["activity_id"], r["phrase_index"])].append(float(r["confidence"]))  # type: ignore[arg-type]
+    out = []
+    for key, confs in by_phrase.items():
+        k = true_counts.get(key, 0)
+        for rank, conf in enumerate(sorted(confs, reverse=True)):
+            out.append((conf, rank < k))
+    return out
+
+
+def operating_points(
+    outcomes: Iterable[LetterOutcome], thresholds: Iterable[float] = (0.2, 0.5, 0.8, 0.95)
+) -> list[dict[str, float]]:
+    """Misread recall and false-alarm rate when every letter with P(read correctly) < t is sent
+    to a teacher (called misread or `uncertain`): the trade-off `review_high` sets."""
+    probs, truth = _scored(outcomes)
+    misread = ~truth
+    points = []
+    for t in thresholds:
+        flagged = probs < t
+        points.append(
+            {
+                "threshold": float(t),
+                "misread_recall": float((flagged & misread).sum() / max(1, misread.sum())),
+                "false_alarm_rate": float((flagged & ~misread).sum() / max(1, (~misread).sum())),
+                "flagged_share": float(flagged.mean()) if len(probs) else 0.0,
+            }
+        )
+    return points

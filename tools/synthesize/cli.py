@@ -25,6 +25,7 @@ from tools.synthesize.dataset import (
     generate_dataset,
     generate_sample_day,
 )
+from tools.synthesize.foreign import DEFAULT_CACHE, ClipBank, foreign_voices
 from tools.synthesize.plan import ErrorRates
 from tools.synthesize.voices import voices
 
@@ -62,6 +63,20 @@ def build_parser() -> argparse.ArgumentParser:
     sd.add_argument("--out", type=Path, default=Path("data/sample-store"))
     sd.add_argument("--seed", type=int, default=20261127)
 
+    fs = sub.add_parser(
+        "foreign",
+        help="a labeled store read by another synthesizer (festival, FreeTTS): evaluation only",
+    )
+    fs.add_argument("--out", type=Path, required=True, help="store root directory")
+    fs.add_argument("--synthesizer", choices=("festival", "freetts"), required=True)
+    fs.add_argument("--seed", type=int, default=0)
+    fs.add_argument("--start-date", type=dt.date.fromisoformat, default=SAMPLE_DAY)
+    fs.add_argument("--days", type=int, default=1)
+    fs.add_argument("--activities", type=int, default=20, help="activities per day")
+    fs.add_argument("--phrases", type=_range, default=(4, 6), help="phrases per activity")
+    fs.add_argument("--noise-prob", type=float, default=0.3)
+    fs.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="letter-clip cache")
+
     vs = sub.add_parser("voices", help="list the voices on one side of the split")
     vs.add_argument("--split", choices=("train", "heldout", "all"), default="heldout")
     return parser
@@ -73,7 +88,20 @@ def main(argv: list[str] | None = None) -> int:
         for v in voices(args.split):
             print(v.name)
         return 0
-    if args.command == "sample-day":
+    if args.command == "foreign":
+        bank = ClipBank(args.cache)
+        counts = generate_dataset(
+            args.out,
+            seed=args.seed,
+            start_date=args.start_date,
+            days=args.days,
+            activities_per_day=args.activities,
+            phrases_range=args.phrases,
+            noise_prob=args.noise_prob,
+            voice_pool=[v.as_voice for v in foreign_voices(args.synthesizer)],
+            renderer=bank.render,
+        )
+    elif args.command == "sample-day":
         counts = generate_sample_day(args.out, seed=args.seed)
     else:
         counts = generate_dataset(

@@ -23,7 +23,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
@@ -226,11 +226,16 @@ def _corrupt_bytes(rng: np.random.Generator) -> bytes:
     return b"this upload is not audio\n" + rng.bytes(2048)
 
 
-def _render_checked(plan: PhrasePlan, rng: np.random.Generator) -> tuple[PhrasePlan, Rendered]:
+Renderer = Callable[[PhrasePlan], Rendered]
+
+
+def _render_checked(
+    plan: PhrasePlan, rng: np.random.Generator, renderer: Renderer = render
+) -> tuple[PhrasePlan, Rendered]:
     """Render, redrawing prosody in the rare case espeak-ng merges or drops a letter."""
     for _ in range(5):
         try:
-            return plan, render(plan)
+            return plan, renderer(plan)
         except RenderError:
             plan = replace(
                 plan,
@@ -238,10 +243,12 @@ def _render_checked(plan: PhrasePlan, rng: np.random.Generator) -> tuple[PhraseP
                 letter_rate_pct=tuple(100 for _ in plan.letter_rate_pct),
                 rate=int(rng.integers(120, 200)),
             )
-    return plan, render(plan)
+    return plan, renderer(plan)
 
 
-def write_store(root: Path, activities: Sequence[ActivitySpec], seed: int) -> dict[str, int]:
+def write_store(
+    root: Path, activities: Sequence[ActivitySpec], seed: int, renderer: Renderer = render
+) -> dict[str, int]:
     """Render and write ``activities`` under ``root``; returns counts for the caller to print.
 
     Ground-truth tables are replaced, catalog partitions are replaced per date that appears in
@@ -259,7 +266,7 @@ def write_store(root: Path, activities: Sequence[ActivitySpec], seed: int) -> di
         base = f"audio/{day}/{act.activity_id}"
         rendered: list[tuple[PhraseSpec, PhrasePlan, Rendered]] = []
         for ph in act.phrases:
-            plan, out = _render_checked(ph.plan, rng)
+            plan, out = _render_checked(ph.plan, rng, renderer)
             rendered.append((ph, plan, out))
         offsets: list[tuple[float | None, float | None]] = []
         keys: list[str] = []
@@ -378,11 +385,17 @@ def generate_dataset(
     rates: ErrorRates | None = None,
     noise_prob: float = 0.3,
     render_mode: RenderMode | Literal["mixed"] = "whole",
+    voice_pool: Sequence[Voice] | None = None,
+    renderer: Renderer = render,
 ) -> dict[str, int]:
-    """A labeled evaluation/demo store of ``days`` consecutive activity dates."""
+    """A labeled evaluation/demo store of ``days`` consecutive activity dates.
+
+    ``voice_pool`` and ``renderer`` replace the espeak-ng voices of ``split`` and their renderer
+    (the cross-synthesizer stores of ``foreign.py``); the plans are drawn the same way.
+    """
     rng = np.random.default_rng(seed)
     deck = LetterDeck(rng)
-    pool = voices(split)
+    pool = tuple(voice_pool) if voice_pool is not None else voices(split)
     tenant_ids = [f"tenant-{chr(ord('a') + t)}" for t in range(tenants)]
     acts: list[ActivitySpec] = []
     for d in range(days):
@@ -403,7 +416,7 @@ def generate_dataset(
                     render_mode=render_mode,
                 )
             )
-    return write_store(root, acts, seed)
+    return write_store(root, acts, seed, renderer)
 
 
 SAMPLE_DAY = dt.date(2026, 11, 27)

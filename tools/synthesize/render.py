@@ -193,6 +193,17 @@ def render(plan: PhrasePlan) -> Rendered:
     spans = [(s + offset, e + offset) for s, e in spans]
     segments = [(s + offset, e + offset) for s, e in segments]
 
+    return Rendered(apply_channel(clean, spans, plan), tuple(spans), tuple(segments))
+
+
+def apply_channel(
+    clean: np.ndarray, spans: list[tuple[float, float]], plan: PhrasePlan
+) -> np.ndarray:
+    """Level change and background noise at the plan's SNR (measured over the letters' spans).
+
+    Shared by every synthesizer so the channel of a store does not depend on who read it.
+    """
+    rng = np.random.default_rng(plan.noise_seed)
     audio = _apply_level(clean, plan.noise)
     if plan.noise.kind is not None:
         active = np.zeros(len(audio), dtype=bool)
@@ -201,4 +212,4 @@ def render(plan: PhrasePlan) -> Rendered:
         speech_rms = float(np.sqrt(np.mean(audio[active] ** 2))) if active.any() else 0.0
         noise_rms = speech_rms * 10.0 ** (-plan.noise.snr_db / 20.0)
         audio = audio + make_noise(plan.noise.kind, len(audio), rng) * noise_rms
-    return Rendered(_limit_peak(audio), tuple(spans), tuple(segments))
+    return _limit_peak(audio)

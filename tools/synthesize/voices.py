@@ -126,6 +126,31 @@ HELDOUT_VARIANTS: tuple[str, ...] = (
 )
 
 
+#: The remaining espeak-ng variants, usable for training when augmenting for generalization
+#: (`tools.train data --extra-variants`): robotic, whispered and creaky voices widen the range of
+#: timbres the model must see through. ``anikaRobot`` is left out: it is a held-out speaker's
+#: voice with an effect on top.
+EXTRA_TRAIN_VARIANTS: tuple[str, ...] = (
+    "whisper",
+    "whisperf",
+    "croak",
+    "fast",
+    "Demonic",
+    "UniRobot",
+    "RicishayMax",
+    "RicishayMax2",
+    "RicishayMax3",
+    "robosoft",
+    "robosoft2",
+    "robosoft3",
+    "robosoft4",
+    "robosoft5",
+    "robosoft6",
+    "robosoft7",
+    "robosoft8",
+)
+
+
 @dataclass(frozen=True, order=True)
 class Voice:
     """An accent plus a variant; :attr:`name` is what the ground-truth tables record."""
@@ -164,3 +189,11 @@ def parse_voice(name: str) -> Voice:
     """Inverse of :attr:`Voice.name`."""
     lang, _, variant = name.partition("+")
     return Voice(lang, variant)
+
+
+def training_voices(extra_variants: bool = False) -> tuple[Voice, ...]:
+    """The training side of the split, plus every other non-held-out variant when asked."""
+    base = voices("train")
+    if not extra_variants:
+        return base
+    return base + tuple(Voice(lang, var) for var in EXTRA_TRAIN_VARIANTS for lang in LANGUAGES)

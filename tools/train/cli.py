@@ -36,6 +36,17 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--workers", type=int, default=2)
     d.add_argument(
+        "--augment",
+        default="",
+        help="augmentation families for the training sets, comma-separated, or 'all' "
+        "(tools/train/augment.py); the held-out set is never augmented",
+    )
+    d.add_argument(
+        "--extra-variants",
+        action="store_true",
+        help="train also on the robotic/whispered espeak-ng variants",
+    )
+    d.add_argument(
         "--store",
         choices=("audio", "features"),
         default="audio",
@@ -94,9 +105,17 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "data":
+        from tools.train.augment import ORDER
+
+        families = ORDER if args.augment == "all" else tuple(filter(None, args.augment.split(",")))
+        extra = {"augment": families, "extra_variants": args.extra_variants}
         sets = {
-            "train-short": SetSpec(args.short, (1, 3), "train", args.seed, store=args.store),
-            "train-long": SetSpec(args.long, (2, 8), "train", args.seed + 1, store=args.store),
+            "train-short": SetSpec(
+                args.short, (1, 3), "train", args.seed, store=args.store, **extra
+            ),
+            "train-long": SetSpec(
+                args.long, (2, 8), "train", args.seed + 1, store=args.store, **extra
+            ),
             "heldout": SetSpec(
                 args.heldout,
                 (2, 8),

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import multiprocessing as mp
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -25,7 +25,8 @@ import torch
 
 from tools.synthesize.plan import ErrorRates, LetterDeck, ProsodyRanges, draw_phrase
 from tools.synthesize.render import RenderError, render
-from tools.synthesize.voices import VoiceSplit, voices
+from tools.synthesize.voices import VoiceSplit, training_voices, voices
+from tools.train.augment import AugmentConfig, augment
 from tools.train.vocab import BLANK, FRAME_CENTRE_OFFSET_S, FRAME_S, VOCAB, ctc_target
 
 SR = 16_000
@@ -56,13 +57,24 @@ class SetSpec:
     store: Store = "audio"
     #: Training wants empty phrases too (so silence maps to blanks); errors only vary sequences.
     rates: ErrorRates = field(default_factory=lambda: ErrorRates(0.07, 0.05, 0.04, 0.02, 0.02))
+    #: Augmentation families (``augment.py``) applied after rendering; empty: none.
+    augment: tuple[str, ...] = ()
+    #: Also draw from the robotic/whispered espeak-ng variants (training sets only).
+    extra_variants: bool = False
 
 
 def _generate_chunk(args: tuple[Path, SetSpec, int]) -> int:
     out_dir, spec, chunk = args
     rng = np.random.default_rng([spec.seed, chunk])
     deck = LetterDeck(rng)
-    pool = voices(spec.split)
+    if spec.extra_variants and spec.split == "train":
+        pool = training_voices(extra_variants=True)
+    else:
+        pool = voices(spec.split)
+    # A separate stream, so the plans (and the un-augmented audio) do not depend on `augment`.
+    aug_rng = np.random.default_rng([spec.seed, chunk, 0xA06])
+    aug_config = AugmentConfig(families=spec.augment) if spec.augment else None
+    recent: list[np.ndarray] = []
     fe = None
     if spec.store == "features":
         from tools.train.model import build_log_mel_extractor
@@ -90,6 +102,12 @@ def _generate_chunk(args: tuple[Path, SetSpec, int]) -> int:
             out = render(plan)
         except RenderError:
             continue  # rare: espeak-ng merged two letters; draw another phrase
+        audio, spans, applied = out.audio, list(out.spans), []
+        if aug_config is not None:
+            audio, spans, applied = augment(audio, spans, aug_rng, aug_config, recent)
+            if plan.kind == "normal":
+                recent = [*recent[-7:], out.audio]  # babble sources: other phrases' speech
+        out = replace(out, audio=audio, spans=tuple(spans))
         if fe is not None:
             x = fe(out.audio, sampling_rate=SR, return_tensors="np")["input_features"][0]
             x = x.astype(np.float16)
@@ -107,6 +125,7 @@ def _generate_chunk(args: tuple[Path, SetSpec, int]) -> int:
                 "render": plan.render,
                 "noise": plan.noise.kind,
                 "duration_s": round(out.duration_s, 4),
+                "augment": applied,
             }
         )
         offset += int(x.shape[0])
@@ -132,6 +151,8 @@ def generate_set(out_dir: Path, spec: SetSpec, workers: int = 2) -> None:
                 "chunk_size": spec.chunk_size,
                 "store": spec.store,
                 "rates": spec.rates.__dict__,
+                "augment": list(spec.augment),
+                "extra_variants": spec.extra_variants,
             },
             indent=2,
         )

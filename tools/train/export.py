@@ -19,7 +19,8 @@ from asr_assets.inference.model_dir import write_checksums
 from tools.train.model import build_feature_extractor, save_tokenizer
 from tools.train.vocab import BLANK, SEPARATOR, VOCAB
 
-MAX_BYTES = 8 * 1024 * 1024
+#: The issue-17 budget for committed weights (the larger sizes of `model.SIZES` fit).
+MAX_BYTES = 50 * 1024 * 1024
 
 
 def apply_blank_bias(model: Any, delta: float) -> None:
@@ -69,5 +70,5 @@ def export(model_dir: Path, out: Path, card: Path, blank_bias: float = 0.0) -> N
     assert json.loads((out / "vocab.json").read_text()) == VOCAB
     total = sum(p.stat().st_size for p in out.iterdir())
     if total > MAX_BYTES:
-        raise ValueError(f"model directory is {total / 1e6:.1f} MB, over the 8 MB budget")
+        raise ValueError(f"model directory is {total / 1e6:.1f} MB, over the 50 MB budget")
     print(f"exported {out} ({total / 1e6:.2f} MB): {sorted(p.name for p in out.iterdir())}")

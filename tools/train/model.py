@@ -34,10 +34,28 @@ from typing import Any
 from tools.train.vocab import BLANK, VOCAB
 
 #: Transformer sizes; ``small`` is the shipped model.
+#: ``medium`` (6.9 M parameters) and ``large`` (10.6 M) are the generalization candidates of
+#: issue 17: a wider learned filterbank (256 channels) and 4 attention heads, still a plain
+#: ``Wav2Vec2ForCTC`` with raw-waveform input, so ONNX/Triton export is unchanged; float32
+#: weights stay under the 50 MB budget of the model directory.
 SIZES: dict[str, dict[str, int]] = {
     "tiny": {"hidden_size": 96, "num_hidden_layers": 4, "intermediate_size": 256},
     "small": {"hidden_size": 128, "num_hidden_layers": 5, "intermediate_size": 384},
     "base": {"hidden_size": 144, "num_hidden_layers": 6, "intermediate_size": 432},
+    "medium": {
+        "hidden_size": 256,
+        "num_hidden_layers": 8,
+        "intermediate_size": 1024,
+        "num_attention_heads": 4,
+        "conv_channels": 256,
+    },
+    "large": {
+        "hidden_size": 288,
+        "num_hidden_layers": 10,
+        "intermediate_size": 1152,
+        "num_attention_heads": 4,
+        "conv_channels": 256,
+    },
 }
 ARCHITECTURES = ("w2v2", "w2v2bert")
 
@@ -67,17 +85,22 @@ def _common(dropout: float) -> dict[str, Any]:
     }
 
 
-def build_config(arch: str = "w2v2", size: str = "small", dropout: float = 0.05) -> Any:
-    dims = SIZES[size]
+def build_config(
+    arch: str = "w2v2", size: str = "small", dropout: float = 0.05, **overrides: int
+) -> Any:
+    """`overrides` replace entries of the size (tests build tiny twins of a big layout)."""
+    dims = {**SIZES[size], **overrides}
+    channels = dims.pop("conv_channels", 128)
+    common = {**_common(dropout), "num_attention_heads": dims.pop("num_attention_heads", 2)}
     if arch == "w2v2":
         from transformers import Wav2Vec2Config
 
         return Wav2Vec2Config(
-            **_common(dropout),
+            **common,
             **dims,
             feat_extract_norm="layer",
             do_stable_layer_norm=True,
-            conv_dim=(128, 128),
+            conv_dim=(channels, channels),
             conv_kernel=(400, 2),
             conv_stride=(160, 2),
             conv_bias=True,
@@ -88,7 +111,7 @@ def build_config(arch: str = "w2v2", size: str = "small", dropout: float = 0.05)
         from transformers import Wav2Vec2BertConfig
 
         return Wav2Vec2BertConfig(
-            **_common(dropout),
+            **common,
             **dims,
             feature_projection_input_dim=160,
             conv_depthwise_kernel_size=15,
@@ -100,10 +123,12 @@ def build_config(arch: str = "w2v2", size: str = "small", dropout: float = 0.05)
     raise ValueError(f"unknown architecture {arch!r}")
 
 
-def build_model(arch: str = "w2v2", size: str = "small", dropout: float = 0.05) -> Any:
+def build_model(
+    arch: str = "w2v2", size: str = "small", dropout: float = 0.05, **overrides: int
+) -> Any:
     from transformers import AutoModelForCTC
 
-    return AutoModelForCTC.from_config(build_config(arch, size, dropout))
+    return AutoModelForCTC.from_config(build_config(arch, size, dropout, **overrides))
 
 
 def output_frames(config: Any) -> Callable[[int], int]:

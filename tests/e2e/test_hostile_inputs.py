@@ -175,8 +175,22 @@ def hostile_corpus() -> dict[str, Case]:
     row("segment_start_nan", "malformed_row", audio_start_s=float("nan"), audio_end_s=1.0)
     row("segment_start_only", "malformed_row", audio_start_s=0.5)
     row("student_id_empty", "malformed_row", student_id="")
-    row("duplicate_original", SCORED, activity_id="h-duplicate")
+    # Every row of a key several rows claim is errored; the rest of the day is scored.
+    row("duplicate_original", "duplicate_phrase", activity_id="h-duplicate")
     row("duplicate_repeat", "duplicate_phrase", activity_id="h-duplicate")
+    row("text_overlong", "expected_text_too_long", expected_text=" ".join("b" * 120))
+    for name, key in {
+        "key_into_clip_cache": "cache/audio/ab/abcdef.flac",
+        "key_into_results": f"results/letter_scores/activity_date={DAY}/_SUCCESS",
+        "key_into_catalog": f"catalog/activities/activity_date={DAY}/part-0.parquet",
+        "key_into_published": "published/x.jsonl",
+    }.items():
+        row(name, "unsafe_audio_key", audio_key=key)
+    row("segment_end_beyond_end", "audio_bad_segment", audio_start_s=0.0, audio_end_s=30.0)
+    dc = wav_bytes(np.full(32_000, 0.5, dtype=np.float32))
+    cases["dc_offset"] = Case(
+        PhraseSpec("h-dc_offset", 0, "b d", dc, "audio/hostile/dc.wav"), "audio_silent"
+    )
     return cases
 
 
@@ -222,7 +236,7 @@ def test_each_input_gets_its_outcome(hostile_run, name: str) -> None:
     outcomes = _outcomes(definitions.resources["store"])
     case = CORPUS[name]
     if name.startswith("duplicate_"):  # the repeat shares its key with the original
-        assert outcomes[_key(case)] == [SCORED, "duplicate_phrase"]
+        assert outcomes[_key(case)] == ["duplicate_phrase", "duplicate_phrase"]
         return
     assert outcomes[_key(case)] == [case.expected], name
 

@@ -26,7 +26,7 @@ from asr_assets.core.audio import (
     rms_dbfs,
 )
 from asr_assets.core.errors import PhraseError, ReasonCode, Stage
-from asr_assets.core.storage import clip_key, stage_table_key
+from asr_assets.core.storage import UnsafeKeyError, clip_key, stage_table_key
 from asr_assets.core.tables import ACTIVITIES_SCHEMA, PHRASE_AUDIO_SCHEMA, to_table
 from asr_assets.observability.logging import get_logger, in_current_context
 from asr_assets.resources.object_store import ObjectNotFoundError, ObjectStore
@@ -65,7 +65,11 @@ def prepare_clip(
     end_s = row.get("audio_end_s")
     started = time.perf_counter()
     try:
-        size = store.size(key)
+        try:
+            size = store.size(key)
+        except UnsafeKeyError as exc:
+            # The key passed validation but resolves outside the store (a symlink).
+            raise PhraseError(ReasonCode.UNSAFE_AUDIO_KEY, str(exc)) from exc
         if size is None:
             raise PhraseError(ReasonCode.AUDIO_MISSING, "audio object does not exist")
         if size > max_object_bytes:

@@ -184,15 +184,15 @@ def _normalise(
     # a loud recording and pass the silence check.
     mono = (mono - np.mean(mono, dtype=np.float64)).astype(np.float32)
     level = rms_dbfs(mono)
-    if level < policy.silence_rms_dbfs:
-        raise PhraseError(
-            ReasonCode.AUDIO_SILENT,
-            f"level {level:.1f} dBFS is below the silence threshold {policy.silence_rms_dbfs}",
-        )
     if clipped > policy.max_clipped_fraction:
         raise PhraseError(
             ReasonCode.AUDIO_CLIPPED,
             f"{clipped:.1%} of samples are clipped (limit {policy.max_clipped_fraction:.1%})",
+        )
+    if level < policy.silence_rms_dbfs:
+        raise PhraseError(
+            ReasonCode.AUDIO_SILENT,
+            f"level {level:.1f} dBFS is below the silence threshold {policy.silence_rms_dbfs}",
         )
     if rate != TARGET_SAMPLE_RATE:
         mono = soxr.resample(mono, rate, TARGET_SAMPLE_RATE, quality="HQ").astype(np.float32)

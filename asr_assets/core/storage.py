@@ -87,8 +87,21 @@ def result_prefix(table: str, partition_key: str) -> str:
     return f"results/{table}/activity_date={partition_key}"
 
 
+STAGING_ROOT = "results/_staging"
+
+
 def staging_prefix(run_id: str, partition_key: str) -> str:
-    return f"results/_staging/{run_id}/activity_date={partition_key}"
+    return f"{STAGING_ROOT}/{run_id}/activity_date={partition_key}"
+
+
+def partition_manifest_key(partition_key: str) -> str:
+    """The one object that commits a result partition: it names all three tables' files.
+
+    It lives where the letter_scores table's `_SUCCESS` always has (the asset's own partition),
+    and no other table has a `_SUCCESS` of its own any more: a reader of any table goes through
+    this manifest, so there is nothing per table that could switch separately.
+    """
+    return f"{result_prefix('letter_scores', partition_key)}/{SUCCESS_FILE}"
 
 
 def run_token(run_id: str) -> str:

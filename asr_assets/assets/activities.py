@@ -7,7 +7,12 @@ from datetime import date
 import dagster as dg
 from pydantic import Field, ValidationError
 
-from asr_assets.assets.common import StageSummary, stage_error, summary_metadata
+from asr_assets.assets.common import (
+    StageSummary,
+    save_sensitive_digests,
+    stage_error,
+    summary_metadata,
+)
 from asr_assets.assets.instrumentation import each_partition, stage_scope
 from asr_assets.assets.partitions import letter_scoring_asset
 from asr_assets.core.errors import ReasonCode, Stage
@@ -125,7 +130,9 @@ def build_activities(
     summary.timings_ms["query"] = (time.perf_counter() - started) * 1000
     # The one stage that sees student ids: from here on, no log record of this process can
     # carry one, whatever a later change logs by mistake.
-    register_sensitive_values(raw.column("student_id").to_pylist())
+    student_ids = raw.column("student_id").to_pylist()
+    register_sensitive_values(student_ids)
+    save_sensitive_digests(store, partition_key, student_ids)
     day = partition_date(partition_key)
     records = raw.to_pylist()
     keys = [

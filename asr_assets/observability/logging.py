@@ -28,6 +28,7 @@ this is the net under that rule.
 from __future__ import annotations
 
 import contextvars
+import hashlib
 import logging
 import re
 import sys
@@ -53,6 +54,9 @@ _configured = False
 _lock = threading.Lock()
 _environment = "unknown"
 _sensitive: set[str] = set()
+# Digests of sensitive values, for processes that never saw the values themselves (a check or a
+# later stage in its own process loads them from the partition's activities stage).
+_sensitive_digests: set[str] = set()
 _sensitive_lock = threading.Lock()
 
 P = ParamSpec("P")
@@ -63,14 +67,39 @@ def _is_forbidden(key: object) -> bool:
     return isinstance(key, str) and (key in FORBIDDEN_KEYS or "student" in key.lower())
 
 
+def sensitive_digest(value: str) -> str:
+    """What is stored instead of a sensitive value so other processes can recognise it."""
+    return hashlib.sha256(f"asr-sensitive|{value}".encode()).hexdigest()[:32]
+
+
+def _is_sensitive(token: str) -> bool:
+    return token in _sensitive or (
+        bool(_sensitive_digests) and sensitive_digest(token) in _sensitive_digests
+    )
+
+
 def _scrub_text(text: str) -> str:
-    if not _sensitive or not text:
+    if not (_sensitive or _sensitive_digests) or not text:
         return text
-    if text in _sensitive:
+    if _is_sensitive(text):
         return REDACTED
     for token in _TOKENS:
-        text = token.sub(lambda m: REDACTED if m.group(0) in _sensitive else m.group(0), text)
+        text = token.sub(lambda m: REDACTED if _is_sensitive(m.group(0)) else m.group(0), text)
     return text
+
+
+def redact(value: Any) -> Any:
+    """The same redaction the logs get, for anything else that leaves the process (metadata,
+    previews, reports): registered sensitive values become `[redacted]`, forbidden keys go."""
+    return _scrub(value)
+
+
+def register_sensitive_digests(digests: Iterable[str]) -> None:
+    with _sensitive_lock:
+        for digest in digests:
+            if len(_sensitive_digests) >= MAX_SENSITIVE_VALUES:
+                break
+            _sensitive_digests.add(digest)
 
 
 def _scrub(value: Any, depth: int = 0) -> Any:
@@ -207,6 +236,7 @@ def register_sensitive_values(values: Iterable[object]) -> None:
 def clear_sensitive_values() -> None:
     with _sensitive_lock:
         _sensitive.clear()
+        _sensitive_digests.clear()
 
 
 def bind_run_context(**fields: Any) -> None:

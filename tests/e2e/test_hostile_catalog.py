@@ -126,3 +126,40 @@ def test_a_hostile_catalog_costs_only_its_own_rows(tmp_path: Path, tiny_model_di
     assert published["catalog-file:d.parquet"]["phrases"] == [
         {"phrase_index": -1, "error": "catalog_file_unreadable"}
     ]
+
+
+CANARY = "canary-student-4711"
+
+
+def test_a_student_id_in_another_column_never_reaches_the_run_history(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    from asr_assets.core.tables import CATALOG_SCHEMA
+
+    (tmp_path / "audio").mkdir()
+    (tmp_path / "audio" / "good.wav").write_bytes(wav_bytes(tone(1.2)))
+    folder = tmp_path / "catalog" / "activities" / f"activity_date={DAY}"
+    folder.mkdir(parents=True)
+    # A swapped export: the student id in expected_text, the letters in student_id, and the
+    # same id as an activity id (a column every preview shows).
+    rows = [_row(f"good-{i}", 0) for i in range(3)]
+    rows += [_row("swapped", 0, student_id="b d", expected_text=CANARY)]
+    rows += [_row(CANARY, 0, student_id=CANARY)]
+    pq.write_table(pa.Table.from_pylist(rows, schema=CATALOG_SCHEMA), folder / "a.parquet")
+    definitions = build_definitions(
+        {"ASR_DATA_ROOT": str(tmp_path), "ASR_MODEL_DIR": str(tiny_model_dir)}
+    )
+    with dg.instance_for_test() as instance:
+        result = dg.materialize(
+            [*ALL_ASSETS, *ALL_CHECKS],
+            partition_key=DAY,
+            resources=definitions.resources,
+            instance=instance,
+            raise_on_error=False,
+        )
+        history = "\n".join(
+            str(record.event_log_entry)
+            for record in instance.get_records_for_run(result.run_id).records
+        )
+    assert "activities" in history and "[redacted]" in history
+    assert CANARY not in history

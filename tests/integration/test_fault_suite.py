@@ -150,6 +150,9 @@ def world(
     ):
         for name, value in FAST_RETRIES.items():
             mp.setenv(name, value)
+        for dependency in ("S3", "ATHENA", "APPSYNC"):
+            # The shared test environment shortens attempts; this suite measures the real ones.
+            mp.delenv(f"ASR_RETRY_{dependency}_ATTEMPTS", raising=False)
         mp.setenv("ASR_APPSYNC_API_KEY", API_KEY)
         moto.reset()
         client = s3_client(moto.endpoint)

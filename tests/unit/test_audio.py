@@ -161,3 +161,22 @@ def test_a_long_file_is_refused_from_its_header_before_decoding(monkeypatch) -> 
     with pytest.raises(PhraseError) as caught:
         decode_audio(data)
     assert caught.value.reason is ReasonCode.AUDIO_TOO_LONG
+
+
+VAD = AudioPolicy(min_speech_probability=0.5)
+
+
+def test_noise_without_speech_is_rejected_by_voice_activity() -> None:
+    noise = (0.1 * np.random.default_rng(0).standard_normal(32_000)).astype(np.float32)
+    with pytest.raises(PhraseError) as caught:
+        decode_audio(wav_bytes(noise), policy=VAD)
+    assert caught.value.reason is ReasonCode.AUDIO_NO_SPEECH
+    # The check is a policy knob, off by default: the same noise is then a loud, valid clip.
+    assert decode_audio(wav_bytes(noise))
+
+
+def test_speech_passes_voice_activity() -> None:
+    from pathlib import Path
+
+    sample = next(Path("data/sample-store/audio").rglob("0.wav"))
+    assert decode_audio(sample.read_bytes(), policy=VAD).duration_s > 0.25

@@ -35,7 +35,7 @@ from asr_assets.observability.metrics import emit_stage
 from asr_assets.observability.tracing import run_parent_context, span
 from asr_assets.reliability.retry import retry_counts
 from asr_assets.resources.athena import AthenaQueryTimeoutError
-from asr_assets.resources.object_store import InsufficientSpaceError
+from asr_assets.resources.object_store import CommitConflictError, InsufficientSpaceError
 from asr_assets.resources.publisher import AppSyncConfigError
 
 log = get_logger(__name__)
@@ -48,6 +48,7 @@ PERMANENT_ERRORS: tuple[type[BaseException], ...] = (
     InferenceUnavailableError,
     AthenaQueryTimeoutError,
     AppSyncConfigError,
+    CommitConflictError,  # a newer run committed the partition: this run's result is stale
 )
 
 

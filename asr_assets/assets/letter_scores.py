@@ -213,7 +213,7 @@ def build_letter_scores(
     summary = StageSummary(Stage.LETTER_SCORES, partition_key)
     started = time.perf_counter()
     # The fencing token: the commit below succeeds only if no other run commits in between.
-    fence = store.commit_fence(partition_key)
+    fence = store.run_fence(partition_key, run_id)
     phrases_in = store.read_table(
         stage_table_key(Stage.ACTIVITIES, partition_key), ACTIVITIES_SCHEMA
     ).num_rows

@@ -15,7 +15,7 @@ import shutil
 import tempfile
 from abc import abstractmethod
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -30,6 +30,7 @@ from asr_assets.core.storage import (
     UnsafeKeyError,
     partition_manifest_key,
     run_token,
+    staging_prefix,
     validate_key,
 )
 from asr_assets.observability.logging import get_logger
@@ -39,8 +40,15 @@ log = get_logger(__name__)
 
 def write_file_atomic(path: Path, data: bytes) -> None:
     """Write via a temp file in the same directory and rename: readers never see a partial file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    for attempt in range(3):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            handle, temp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+            break
+        except FileNotFoundError:
+            # Another process's delete removed the (then empty) directory in between.
+            if attempt == 2:
+                raise
     try:
         with os.fdopen(handle, "wb") as out:
             out.write(data)
@@ -52,6 +60,7 @@ def write_file_atomic(path: Path, data: bytes) -> None:
 
 # Staging and copies of a commit in progress are seconds to minutes old; an hour is crashed.
 DEFAULT_STALE_AFTER_S = 3600.0
+FENCE_FILE = "_FENCE.json"
 
 
 class PreconditionFailedError(RuntimeError):
@@ -191,6 +200,22 @@ class ObjectStore(dg.ConfigurableResource):
         """
         return self._fence_at(partition_key, partition_manifest_key(partition_key))
 
+    def run_fence(self, partition_key: str, run_id: str) -> CommitFence:
+        """The run's fence, taken on its first attempt and reused by its step retries.
+
+        A retry taking a fresh fence would see a newer run's commit as its base and overwrite
+        it; keeping the first one makes a stale run stay stale across retries.
+        """
+        key = f"{staging_prefix(run_id, partition_key)}/{FENCE_FILE}"
+        try:
+            payload = self.read_json(key)
+        except ObjectNotFoundError:
+            fence = self.commit_fence(partition_key)
+            self.write_json(key, asdict(fence))
+            return fence
+        assert isinstance(payload, dict)
+        return CommitFence(**payload)
+
     def _fence_at(self, partition_key: str, manifest_key: str) -> CommitFence:
         current = self.read_versioned(manifest_key)
         if current is None:
@@ -276,6 +301,9 @@ class ObjectStore(dg.ConfigurableResource):
                 self.delete(legacy)  # per-table manifests of older commits: one manifest now
         for key in staged.values():
             self.delete(key)
+        run_prefix = staged[next(iter(staged))].rsplit("/", 1)[0]
+        if self.exists(f"{run_prefix}/{FENCE_FILE}"):
+            self.delete(f"{run_prefix}/{FENCE_FILE}")
         self.sweep_stale(final_prefixes.values(), keep, stale_after_s)
         return final_keys
 
@@ -385,7 +413,8 @@ class LocalObjectStore(ObjectStore):
     def write_bytes(self, key: str, data: bytes) -> None:
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        free = shutil.disk_usage(path.parent).free
+        # The root, not the parent: another process may remove an emptied parent meanwhile.
+        free = shutil.disk_usage(Path(self.root).resolve()).free
         if free - len(data) < self.min_free_bytes:
             raise InsufficientSpaceError(
                 f"writing {len(data)} bytes would leave {free - len(data)} bytes free "
@@ -403,19 +432,19 @@ class LocalObjectStore(ObjectStore):
         # Drop directories the delete emptied, so listings and staging areas do not accumulate.
         root = Path(self.root).resolve()
         parent = path.parent
-        while parent != root and parent.is_dir() and not any(parent.iterdir()):
-            parent.rmdir()
+        while parent != root:
+            try:
+                parent.rmdir()  # only succeeds when empty
+            except OSError:
+                break  # not empty, or another process removed it first: both are fine
             parent = parent.parent
 
     def copy(self, source_key: str, target_key: str) -> None:
         target = self._path(target_key)
-        target.parent.mkdir(parents=True, exist_ok=True)
         source = self._path(source_key)
         if not source.is_file():
             raise ObjectNotFoundError(source_key)
-        temp = target.with_name(f".tmp-{target.name}")
-        shutil.copyfile(source, temp)
-        os.replace(temp, target)
+        write_file_atomic(target, source.read_bytes())
 
     def list_page(
         self, prefix: str, *, start_after: str | None = None, max_keys: int = 1000

@@ -186,3 +186,24 @@ def test_symlinks_cannot_leave_the_store(tmp_path: Path) -> None:
         store.write_bytes("audio/escape/new.wav", b"x")
     assert not (outside / "new.wav").exists()
     assert store.read_bytes("audio/alias.wav") == b"ok"  # a link that stays inside is fine
+
+
+def test_a_step_retry_keeps_its_runs_first_fence(tmp_path: Path) -> None:
+    store = LocalObjectStore(root=str(tmp_path), min_free_bytes=0)
+    _commit(store, "run-0")
+    first_attempt = store.run_fence(DAY, "run-a")
+    _commit(store, "run-b", fence=store.run_fence(DAY, "run-b"))  # a newer run commits
+    retry = store.run_fence(DAY, "run-a")  # run-a's step retry
+    assert retry == first_attempt
+    with pytest.raises(CommitConflictError):
+        _commit(store, "run-a", fence=retry)
+    assert store.read_partition_manifest(DAY)["run_id"] == "run-b"  # type: ignore[index]
+
+
+def test_a_retry_after_its_own_commit_landed_is_not_a_conflict(tmp_path: Path) -> None:
+    store = LocalObjectStore(root=str(tmp_path), min_free_bytes=0)
+    fence = store.run_fence(DAY, "run-a")
+    _commit(store, "run-a", fence=fence)  # landed; say the step then failed and retried
+    keys = _commit(store, "run-a", fence=fence)
+    manifest = store.read_partition_manifest(DAY)
+    assert manifest is not None and manifest["files"] == keys and manifest["generation"] == 1

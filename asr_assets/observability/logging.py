@@ -151,21 +151,11 @@ def _add_trace_ids(
     return event
 
 
-# ASR_LOG_LEVEL, enforced by a processor rather than only by the logger's level: Dagster sets
-# the level of every managed logger (ours included) to the instance's `python_log_level` when a
-# run starts, which would silently override ASR_LOG_LEVEL. The shipped dagster.yaml therefore
-# lets DEBUG through and this floor decides.
-_level_floor = logging.INFO
-_METHOD_LEVELS = {"exception": logging.ERROR, "warn": logging.WARNING, "fatal": logging.CRITICAL}
-
-
-def _apply_level_floor(
-    _logger: Any, method: str, event: MutableMapping[str, Any]
-) -> MutableMapping[str, Any]:
-    level = _METHOD_LEVELS.get(method) or logging.getLevelName(method.upper())
-    if isinstance(level, int) and level < _level_floor:
-        raise structlog.DropEvent
-    return event
+# ASR_LOG_LEVEL as configured, or None when not configured. Dagster sets the level of every
+# managed logger (ours included) to the instance's `python_log_level` when a run starts, after
+# the definitions applied ASR_LOG_LEVEL; `run_context` (entered by every stage and check)
+# applies it again, so the configured level is the one in force while a stage runs.
+_configured_level: int | None = None
 
 
 def configure_logging() -> None:
@@ -178,7 +168,6 @@ def configure_logging() -> None:
             processors=[
                 # First: DEBUG records cost nothing more when DEBUG is off.
                 structlog.stdlib.filter_by_level,
-                _apply_level_floor,
                 structlog.contextvars.merge_contextvars,
                 _add_schema,
                 _add_trace_ids,
@@ -218,8 +207,8 @@ def set_log_level(level: str | int | None) -> None:
     resolved = logging.getLevelName(level.upper()) if isinstance(level, str) else level
     if not isinstance(resolved, int):
         raise ValueError(f"unknown log level {level!r}")
-    global _level_floor
-    _level_floor = resolved
+    global _configured_level
+    _configured_level = resolved
     logging.getLogger("asr_assets").setLevel(resolved)
 
 
@@ -251,6 +240,8 @@ def clear_run_context() -> None:
 @contextmanager
 def run_context(**fields: Any) -> Iterator[None]:
     """Bind fields for the block and restore the previous values after it."""
+    if _configured_level is not None:
+        logging.getLogger("asr_assets").setLevel(_configured_level)
     with structlog.contextvars.bound_contextvars(**fields):
         yield
 

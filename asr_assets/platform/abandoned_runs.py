@@ -43,11 +43,8 @@ def _run_pid(instance: dg.DagsterInstance, run_id: str) -> int | None:
         metadata = getattr(data, "metadata", None) or {}
         pid = metadata.get("pid")
         value = getattr(pid, "value", pid)
-        if value is not None:
-            try:
-                return int(str(value))
-            except ValueError:
-                continue
+        if value is not None and str(value).isdigit():
+            return int(str(value))
     return None
 
 

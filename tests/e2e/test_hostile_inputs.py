@@ -186,6 +186,9 @@ def hostile_corpus() -> dict[str, Case]:
         "key_into_published": "published/x.jsonl",
     }.items():
         row(name, "unsafe_audio_key", audio_key=key)
+    # Symlinks under the store root that leave it (made by the fixture): refused on read.
+    row("symlink_to_etc_passwd", "unsafe_audio_key", audio_key="audio/hostile/link-passwd.wav")
+    row("symlink_dir_outside", "unsafe_audio_key", audio_key="audio/hostile/outside/x.wav")
     row("segment_end_beyond_end", "audio_bad_segment", audio_start_s=0.0, audio_end_s=30.0)
     dc = wav_bytes(np.full(32_000, 0.5, dtype=np.float32))
     cases["dc_offset"] = Case(
@@ -205,6 +208,10 @@ def _key(case: Case) -> tuple[str, int]:
 def hostile_run(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path):
     root = tmp_path_factory.mktemp("hostile")
     write_day(root, date.fromisoformat(DAY), [case.spec for case in CORPUS.values()])
+    outside = tmp_path_factory.mktemp("outside-the-store")
+    (outside / "x.wav").write_bytes(wav_bytes(tone(1.0)))
+    (root / "audio" / "hostile" / "link-passwd.wav").symlink_to("/etc/passwd")
+    (root / "audio" / "hostile" / "outside").symlink_to(outside)
     definitions = build_definitions(
         {"ASR_DATA_ROOT": str(root), "ASR_MODEL_DIR": str(tiny_model_dir)}
     )

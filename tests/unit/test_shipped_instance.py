@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import logging
+from datetime import date
 from pathlib import Path
 
 import dagster as dg
 import pytest
 import yaml
-from dagster._core.log_manager import DagsterLogManager
 
-from asr_assets.observability.logging import get_logger, set_log_level
+from asr_assets.assets.activities import activities
+from asr_assets.definitions import build_definitions
+from asr_assets.observability import logging as logging_module
+from asr_assets.observability.logging import set_log_level
+from tests.support.data import PhraseSpec, write_day
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -22,34 +26,43 @@ def shipped_instance(tmp_path: Path):
         yield instance
 
 
-class _Capture(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.messages: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.messages.append(record.getMessage())
-
-
-@pytest.mark.parametrize(("level", "debug_seen"), [("DEBUG", True), ("INFO", False)])
+@pytest.mark.parametrize(("level", "debug_seen"), [("DEBUG", True), (None, False)])
 def test_asr_log_level_holds_under_the_shipped_instance(
-    shipped_instance: dg.DagsterInstance, level: str, debug_seen: bool
+    shipped_instance: dg.DagsterInstance, tmp_path: Path, level: str | None, debug_seen: bool
 ) -> None:
-    capture = _Capture()
+    """A real run on the shipped instance: ASR_LOG_LEVEL=DEBUG puts per-phrase DEBUG records
+    into the run's event log; without it they stay out."""
+    write_day(
+        tmp_path,
+        date(2026, 11, 27),
+        [PhraseSpec("a", 0, "B D", None, "audio/a/0.wav")],  # rejected: a DEBUG record
+    )
+    environ = {
+        "ASR_DATA_ROOT": str(tmp_path),
+        "ASR_MODEL_DIR": str(ROOT / "models" / "demo-letters"),
+    }
+    if level:
+        environ["ASR_LOG_LEVEL"] = level
     parent = logging.getLogger("asr_assets")
-    parent.addHandler(capture)
+    before = parent.level
     try:
-        set_log_level(level)  # as the definitions do from ASR_LOG_LEVEL at load
-        # What Dagster does at run start: managed loggers get the instance's level.
-        DagsterLogManager.create(loggers=[], instance=shipped_instance)
-        get_logger("asr_assets.test").debug("debug_canary_event")
-        get_logger("asr_assets.test").info("info_canary_event")
+        definitions = build_definitions(environ)
+        result = dg.materialize(
+            [activities],
+            partition_key="2026-11-27",
+            resources=definitions.resources,
+            instance=shipped_instance,
+        )
     finally:
-        parent.removeHandler(capture)
+        parent.setLevel(before)
         set_log_level("INFO")
-    text = "\n".join(capture.messages)
-    assert "info_canary_event" in text
-    assert ("debug_canary_event" in text) is debug_seen
+        logging_module._configured_level = None
+    messages = "\n".join(
+        record.event_log_entry.user_message
+        for record in shipped_instance.get_records_for_run(result.run_id).records
+    )
+    assert "stage_started" in messages
+    assert ("phrase_rejected" in messages) is debug_seen
 
 
 def test_one_run_per_partition_in_the_run_queue(shipped_instance: dg.DagsterInstance) -> None:

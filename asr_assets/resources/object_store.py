@@ -291,14 +291,14 @@ class ObjectStore(dg.ConfigurableResource):
                 if key not in named:
                     _delete_quietly(self, key)
             raise
-        keep = set(final_keys.values())
-        for key in fence.files.values():
-            if key not in keep:
-                self.delete(key)
         for prefix in final_prefixes.values():
             legacy = f"{prefix}/{SUCCESS_FILE}"
             if legacy != manifest_key and self.exists(legacy):
                 self.delete(legacy)  # per-table manifests of older commits: one manifest now
+        keep = set(final_keys.values())
+        for key in fence.files.values():
+            if key not in keep:
+                self.delete(key)
         for key in staged.values():
             self.delete(key)
         run_prefix = staged[next(iter(staged))].rsplit("/", 1)[0]

@@ -1,19 +1,33 @@
 """`activities`: the partition's phrases from the catalog, validated row by row."""
 
 import time
+from collections import Counter
+from datetime import date
 
 import dagster as dg
-from pydantic import ValidationError
+from pydantic import Field, ValidationError
 
-from asr_assets.assets.common import StageSummary, stage_error, summary_metadata
+from asr_assets.assets.common import (
+    StageSummary,
+    save_sensitive_digests,
+    stage_error,
+    summary_metadata,
+)
 from asr_assets.assets.instrumentation import each_partition, stage_scope
 from asr_assets.assets.partitions import letter_scoring_asset
 from asr_assets.core.errors import ReasonCode, Stage
 from asr_assets.core.models import ActivityPhrase
-from asr_assets.core.storage import UnsafeKeyError, stage_table_key, validate_key
+from asr_assets.core.storage import (
+    DEFAULT_AUDIO_PREFIXES,
+    UnsafeKeyError,
+    confine_audio_key,
+    partition_date,
+    stage_table_key,
+    validate_key,
+)
 from asr_assets.core.tables import ACTIVITIES_SCHEMA, to_table
 from asr_assets.observability.logging import get_logger, register_sensitive_values
-from asr_assets.resources.catalog import ActivityCatalog
+from asr_assets.resources.catalog import ActivityCatalog, CatalogFileError
 from asr_assets.resources.object_store import ObjectStore
 
 log = get_logger(__name__)
@@ -33,25 +47,108 @@ def _describe(exc: ValidationError) -> str:
     )
 
 
+# Rows whose phrase_index is missing or not an integer get a distinct negative index far below
+# any real one, so two such rows of one activity stay two rows (each with its own error) instead
+# of colliding on one key and failing the completeness gate for the whole day.
+_SYNTHETIC_INDEX_BASE = -1_000_000
+DEFAULT_MAX_EXPECTED_LETTERS = 64
+
+
+def _phrase_index(value: object, number: int) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    return _SYNTHETIC_INDEX_BASE - number
+
+
+def _file_error_row(partition_key: str, error: CatalogFileError) -> dict[str, object]:
+    """One error row stands for an unreadable catalog file: its phrases cannot be listed."""
+    return {
+        "activity_id": f"catalog-file:{error.name}",
+        "phrase_index": -1,
+        "tenant_id": None,
+        "activity_date": partition_date(partition_key),
+        "expected_text": None,
+        "audio_key": None,
+        "audio_start_s": None,
+        "audio_end_s": None,
+        "created_at": None,
+        **stage_error(Stage.ACTIVITIES, ReasonCode.CATALOG_FILE_UNREADABLE, error.message),
+    }
+
+
+def _row_error(
+    record: dict[str, object],
+    issues: list[str],
+    day: date,
+    max_expected_letters: int,
+    audio_prefixes: list[str] | tuple[str, ...],
+) -> tuple[ReasonCode, str] | None:
+    """The reason a catalog row cannot be scored, or None when it is a valid phrase."""
+    if issues:
+        return ReasonCode.MALFORMED_ROW, f"values of {sorted(issues)} do not fit the data contract"
+    try:
+        phrase = ActivityPhrase.model_validate(record)
+    except ValidationError as exc:
+        return _reason_for(exc), _describe(exc)
+    if phrase.activity_date != day:
+        return (
+            ReasonCode.ACTIVITY_DATE_MISMATCH,
+            f"activity_date {phrase.activity_date.isoformat()} differs from the catalog folder's "
+            f"day {day.isoformat()}",
+        )
+    letters = len(phrase.expected_letters)
+    if letters > max_expected_letters:
+        return (
+            ReasonCode.EXPECTED_TEXT_TOO_LONG,
+            f"{letters} expected letters exceed the limit of {max_expected_letters}",
+        )
+    try:
+        validate_key(phrase.audio_key)
+        confine_audio_key(phrase.audio_key, phrase.tenant_id, audio_prefixes)
+    except UnsafeKeyError as exc:
+        return ReasonCode.UNSAFE_AUDIO_KEY, str(exc)
+    return None
+
+
 def build_activities(
-    catalog: ActivityCatalog, store: ObjectStore, partition_key: str
+    catalog: ActivityCatalog,
+    store: ObjectStore,
+    partition_key: str,
+    max_expected_letters: int = DEFAULT_MAX_EXPECTED_LETTERS,
+    audio_prefixes: list[str] | tuple[str, ...] = DEFAULT_AUDIO_PREFIXES,
 ) -> StageSummary:
-    """Query the catalog and write the stage table: one row per catalog row, errors included."""
+    """Query the catalog and write the stage table: one row per catalog row, errors included.
+
+    Per-row isolation: a bad row (or an unreadable file) becomes error rows of its own; every
+    key that more than one catalog row claims becomes `duplicate_phrase` for all of those rows,
+    so no key is both scored and errored and the rest of the day is unaffected.
+    """
     summary = StageSummary(Stage.ACTIVITIES, partition_key)
     started = time.perf_counter()
-    raw = catalog.fetch_activities(partition_key)
+    fetched = catalog.fetch_activity_rows(partition_key)
+    raw = fetched.table
     summary.timings_ms["query"] = (time.perf_counter() - started) * 1000
     # The one stage that sees student ids: from here on, no log record of this process can
     # carry one, whatever a later change logs by mistake.
-    register_sensitive_values(raw.column("student_id").to_pylist())
+    student_ids = raw.column("student_id").to_pylist()
+    register_sensitive_values(student_ids)
+    save_sensitive_digests(store, partition_key, student_ids)
+    day = partition_date(partition_key)
+    records = raw.to_pylist()
+    keys = [
+        (
+            record.get("activity_id") or f"<row {number}>",
+            _phrase_index(record.get("phrase_index"), number),
+        )
+        for number, record in enumerate(records)
+    ]
+    claims = Counter(keys)
     rows: list[dict[str, object]] = []
-    seen: set[tuple[str, int]] = set()
-    for number, record in enumerate(raw.to_pylist()):
-        activity_id = record.get("activity_id") or f"<row {number}>"
-        phrase_index = record.get("phrase_index")
+    for number, record in enumerate(records):
+        activity_id, phrase_index = keys[number]
         base = {
             "activity_id": activity_id,
-            "phrase_index": phrase_index if isinstance(phrase_index, int) else -1,
+            "phrase_index": phrase_index,
             "tenant_id": record.get("tenant_id"),
             "activity_date": record.get("activity_date"),
             "expected_text": record.get("expected_text"),
@@ -60,48 +157,32 @@ def build_activities(
             "audio_end_s": record.get("audio_end_s"),
             "created_at": record.get("created_at"),
         }
-        try:
-            phrase = ActivityPhrase.model_validate(record)
-        except ValidationError as exc:
-            reason = _reason_for(exc)
-            log.debug(
-                "phrase_rejected",
-                activity_id=activity_id,
-                phrase_index=base["phrase_index"],
-                status="errored",
-                reason=reason.value,
+        failure = _row_error(
+            record,
+            fetched.row_issues.get(number, []),
+            day,
+            max_expected_letters,
+            audio_prefixes,
+        )
+        if failure is None and claims[keys[number]] > 1:
+            failure = (
+                ReasonCode.DUPLICATE_PHRASE,
+                f"{claims[keys[number]]} catalog rows share this activity_id and phrase_index; "
+                "none of them is scored",
             )
-            rows.append({**base, **stage_error(Stage.ACTIVITIES, reason, _describe(exc))})
+        if failure is None:
+            rows.append(base)
             continue
-        try:
-            validate_key(phrase.audio_key)
-        except UnsafeKeyError as exc:
-            log.debug(
-                "phrase_rejected",
-                activity_id=phrase.activity_id,
-                phrase_index=phrase.phrase_index,
-                status="errored",
-                reason=ReasonCode.UNSAFE_AUDIO_KEY.value,
-            )
-            rows.append(
-                {**base, **stage_error(Stage.ACTIVITIES, ReasonCode.UNSAFE_AUDIO_KEY, str(exc))}
-            )
-            continue
-        identity = (phrase.activity_id, phrase.phrase_index)
-        if identity in seen:
-            rows.append(
-                {
-                    **base,
-                    **stage_error(
-                        Stage.ACTIVITIES,
-                        ReasonCode.DUPLICATE_PHRASE,
-                        "another catalog row has the same activity_id and phrase_index",
-                    ),
-                }
-            )
-            continue
-        seen.add(identity)
-        rows.append(base)
+        reason, message = failure
+        log.debug(
+            "phrase_rejected",
+            activity_id=activity_id,
+            phrase_index=phrase_index,
+            status="errored",
+            reason=reason.value,
+        )
+        rows.append({**base, **stage_error(Stage.ACTIVITIES, reason, message)})
+    rows.extend(_file_error_row(partition_key, error) for error in fetched.file_errors)
     table = to_table(rows, ACTIVITIES_SCHEMA)
     store.write_table(stage_table_key(Stage.ACTIVITIES, partition_key), table)
     summary.phrases_in = len(rows)
@@ -110,6 +191,8 @@ def build_activities(
     summary.phrases_ok = summary.phrases_in - summary.phrases_errored
     summary.extra["activities"] = len({row["activity_id"] for row in rows})
     summary.extra["tenants"] = len({row["tenant_id"] for row in rows if row["tenant_id"]})
+    if fetched.file_errors:
+        summary.extra["catalog_files_unreadable"] = [error.name for error in fetched.file_errors]
     summary.preview = [
         {k: row[k] for k in ("activity_id", "phrase_index", "tenant_id", "expected_text")}
         for row in rows[:10]
@@ -118,15 +201,37 @@ def build_activities(
     return summary
 
 
+class ActivitiesConfig(dg.Config):
+    """Row limits of the activities stage (launchpad or run config)."""
+
+    max_expected_letters: int = Field(
+        default=DEFAULT_MAX_EXPECTED_LETTERS,
+        ge=1,
+        description="Longer expected_text rows error `expected_text_too_long` instead of being "
+        "scored (one very long row would otherwise dominate letter-weighted gates).",
+    )
+    audio_prefixes: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_AUDIO_PREFIXES),
+        description="Key prefixes audio may be read from; `{tenant}` stands for the row's tenant.",
+    )
+
+
 @letter_scoring_asset(
     kinds={"duckdb", "parquet"},
     description="The partition's phrases from the activity catalog, one row each, validated.",
 )
 def activities(
-    context: dg.AssetExecutionContext, catalog: ActivityCatalog, store: ObjectStore
+    context: dg.AssetExecutionContext,
+    config: ActivitiesConfig,
+    catalog: ActivityCatalog,
+    store: ObjectStore,
 ) -> dg.MaterializeResult:
     with stage_scope(context, Stage.ACTIVITIES):
         summaries = each_partition(
-            context, Stage.ACTIVITIES, lambda key, _: build_activities(catalog, store, key)
+            context,
+            Stage.ACTIVITIES,
+            lambda key, _: build_activities(
+                catalog, store, key, config.max_expected_letters, config.audio_prefixes
+            ),
         )
     return dg.MaterializeResult(metadata=summary_metadata(summaries))

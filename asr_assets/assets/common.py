@@ -8,6 +8,13 @@ import dagster as dg
 import pyarrow as pa
 
 from asr_assets.core.errors import PhraseError, ReasonCode, Stage
+from asr_assets.core.storage import stage_table_key
+from asr_assets.observability.logging import (
+    redact,
+    register_sensitive_digests,
+    sensitive_digest,
+)
+from asr_assets.resources.object_store import ObjectStore
 
 
 @dataclass
@@ -122,7 +129,43 @@ def summary_metadata(summaries: list[StageSummary]) -> dict[str, dg.MetadataValu
     preview = [row for s in summaries for row in s.preview]
     if preview:
         metadata["preview"] = dg.MetadataValue.md(markdown_table(preview))
-    return metadata
+    return redact_metadata(metadata)
+
+
+def sensitive_digests_key(partition_key: str) -> str:
+    return stage_table_key(Stage.ACTIVITIES, partition_key, "sensitive").replace(
+        ".parquet", ".json"
+    )
+
+
+def save_sensitive_digests(store: ObjectStore, partition_key: str, values: list[object]) -> None:
+    """Digests (never the values) of the partition's student ids, for the redaction of steps that
+    run in other processes and never see the catalog."""
+    digests = sorted({sensitive_digest(v) for v in values if isinstance(v, str) and len(v) >= 3})
+    store.write_json(sensitive_digests_key(partition_key), digests)
+
+
+def load_sensitive_digests(store: ObjectStore, partition_key: str) -> None:
+    key = sensitive_digests_key(partition_key)
+    if store.exists(key):
+        payload = store.read_json(key)
+        register_sensitive_digests(payload if isinstance(payload, list) else [])
+
+
+def redact_metadata(metadata: Mapping[str, dg.MetadataValue]) -> dict[str, dg.MetadataValue]:
+    """Every text-bearing metadata value through the logs' sensitive-value redaction: a student
+    id that landed in another column (a swapped catalog) must not reach the run history."""
+    redacted: dict[str, dg.MetadataValue] = {}
+    for name, value in metadata.items():
+        if isinstance(value, dg.TextMetadataValue):
+            redacted[name] = dg.MetadataValue.text(redact(value.text))
+        elif isinstance(value, dg.MarkdownMetadataValue):
+            redacted[name] = dg.MetadataValue.md(redact(value.md_str or ""))
+        elif isinstance(value, dg.JsonMetadataValue):
+            redacted[name] = dg.MetadataValue.json(redact(value.data))
+        else:
+            redacted[name] = value
+    return redacted
 
 
 def _metadata_value(value: object) -> dg.MetadataValue:

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import dagster as dg
 
-from asr_assets.assets.common import ReconciliationError, StageSummary
+from asr_assets.assets.common import ReconciliationError, StageSummary, load_sensitive_digests
 from asr_assets.core.errors import Stage
 from asr_assets.core.storage import UnsafeKeyError
 from asr_assets.inference.fallback import InferenceUnavailableError
@@ -35,7 +35,7 @@ from asr_assets.observability.metrics import emit_stage
 from asr_assets.observability.tracing import run_parent_context, span
 from asr_assets.reliability.retry import retry_counts
 from asr_assets.resources.athena import AthenaQueryTimeoutError
-from asr_assets.resources.object_store import InsufficientSpaceError
+from asr_assets.resources.object_store import CommitConflictError, InsufficientSpaceError
 from asr_assets.resources.publisher import AppSyncConfigError
 
 log = get_logger(__name__)
@@ -48,6 +48,7 @@ PERMANENT_ERRORS: tuple[type[BaseException], ...] = (
     InferenceUnavailableError,
     AthenaQueryTimeoutError,
     AppSyncConfigError,
+    CommitConflictError,  # a newer run committed the partition: this run's result is stale
 )
 
 
@@ -191,7 +192,11 @@ def each_partition(
     the record it is given.
     """
     summaries: list[StageSummary] = []
+    store = getattr(context.resources, "store", None)
     for key in context.partition_keys:
+        if store is not None and stage is not Stage.ACTIVITIES:
+            # A step in its own process never saw the catalog: its redaction loads the digests.
+            load_sensitive_digests(store, key)
         with partition_scope(context, stage, key) as record:
             record.summary = build(key, record)
         summaries.append(record.summary)

@@ -212,6 +212,8 @@ def build_letter_scores(
     """Reconcile the partition's counts, then stage and commit the three result tables."""
     summary = StageSummary(Stage.LETTER_SCORES, partition_key)
     started = time.perf_counter()
+    # The fencing token: the commit below succeeds only if no other run commits in between.
+    fence = store.run_fence(partition_key, run_id)
     phrases_in = store.read_table(
         stage_table_key(Stage.ACTIVITIES, partition_key), ACTIVITIES_SCHEMA
     ).num_rows
@@ -256,7 +258,7 @@ def build_letter_scores(
         {
             **store.trace_attributes(),
             "asr.partition": partition_key,
-            "asr.key_count": len(RESULT_TABLES) * 2 + 1,  # data files, _SUCCESS each, ledger
+            "asr.key_count": len(RESULT_TABLES) + 2,  # data files, the manifest, ledger
             "asr.model": f"{model.name}@{model.version}",
         },
     ):
@@ -264,8 +266,9 @@ def build_letter_scores(
             staged,
             {name: result_prefix(name, partition_key) for name in RESULT_TABLES},
             manifest.model_dump(mode="json"),
+            fence=fence,
         )
-    manifest = manifest.model_copy(update={"files": final_keys})
+    manifest = manifest.model_copy(update={"files": final_keys, "generation": fence.generation + 1})
     # The commit replaced everything under the partition prefix; delete the marker explicitly
     # too, so a store whose commit keeps unknown objects cannot leave a stale verdict behind.
     if store.exists(quarantine_key(partition_key)):

@@ -26,7 +26,7 @@ from asr_assets.core.audio import (
     rms_dbfs,
 )
 from asr_assets.core.errors import PhraseError, ReasonCode, Stage
-from asr_assets.core.storage import clip_key, stage_table_key
+from asr_assets.core.storage import UnsafeKeyError, clip_key, stage_table_key
 from asr_assets.core.tables import ACTIVITIES_SCHEMA, PHRASE_AUDIO_SCHEMA, to_table
 from asr_assets.observability.logging import get_logger, in_current_context
 from asr_assets.resources.object_store import ObjectNotFoundError, ObjectStore
@@ -43,6 +43,13 @@ class PhraseAudioConfig(dg.Config):
     max_clipped_fraction: float = Field(default=AudioPolicy.max_clipped_fraction, ge=0, le=1)
     max_object_mb: float = Field(default=200.0, gt=0, description="Larger objects are refused.")
     workers: int = Field(default=4, ge=1, le=64, description="Concurrent fetch+decode tasks.")
+    min_speech_probability: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="Voice activity (silero VAD, highest window probability) a clip must reach, "
+        "else `audio_no_speech`; 0 (default) switches the check off, 0.5 suits real recordings.",
+    )
 
     def policy(self) -> AudioPolicy:
         return AudioPolicy(
@@ -50,6 +57,7 @@ class PhraseAudioConfig(dg.Config):
             max_duration_s=self.max_duration_s,
             silence_rms_dbfs=self.silence_rms_dbfs,
             max_clipped_fraction=self.max_clipped_fraction,
+            min_speech_probability=self.min_speech_probability or None,
         )
 
 
@@ -65,7 +73,11 @@ def prepare_clip(
     end_s = row.get("audio_end_s")
     started = time.perf_counter()
     try:
-        size = store.size(key)
+        try:
+            size = store.size(key)
+        except UnsafeKeyError as exc:
+            # The key passed validation but resolves outside the store (a symlink).
+            raise PhraseError(ReasonCode.UNSAFE_AUDIO_KEY, str(exc)) from exc
         if size is None:
             raise PhraseError(ReasonCode.AUDIO_MISSING, "audio object does not exist")
         if size > max_object_bytes:

@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from asr_assets.assets.common import markdown_table
+from asr_assets.assets.common import load_sensitive_digests, markdown_table, redact_metadata
 from asr_assets.assets.letter_scores import (
     QuarantineEntry,
     quarantine_partition,
@@ -48,7 +48,7 @@ from asr_assets.checks.suites import ACTIVITIES_CHECKS, LETTER_SCORES_CHECKS
 from asr_assets.core.errors import Stage
 from asr_assets.core.models import PartitionManifest
 from asr_assets.core.storage import RESULT_TABLES, partition_date, result_prefix, stage_table_key
-from asr_assets.observability.logging import get_logger, run_context
+from asr_assets.observability.logging import get_logger, redact, run_context
 from asr_assets.resources.object_store import ObjectStore
 
 log = get_logger(__name__)
@@ -138,13 +138,17 @@ def judge_partition(
         result_run_id=result_run_id,
         quarantined_at=datetime.now(UTC),
         failed_checks=[o.check for o in failed],
-        summary=f"{gate} gate failed on {partition_key}: "
-        + "; ".join(f.describe() for o in failed for f in o.failures[:3]),
-        failed_expectations=[
-            {**f.as_json(), "sample_rows": [dict(r) for r in f.sample_rows]}
-            for o in failed
-            for f in o.failures
-        ],
+        summary=redact(
+            f"{gate} gate failed on {partition_key}: "
+            + "; ".join(f.describe() for o in failed for f in o.failures[:3])
+        ),
+        failed_expectations=redact(
+            [
+                {**f.as_json(), "sample_rows": [dict(r) for r in f.sample_rows]}
+                for o in failed
+                for f in o.failures
+            ]
+        ),
     )
     return store.uri(quarantine_partition(store, partition_key, entry))
 
@@ -182,7 +186,10 @@ def check_result(
         else "; ".join(f"{key}: {f.describe()}" for key, f in failures[:3])
     )
     return dg.AssetCheckResult(
-        check_name=check, passed=passed, metadata=metadata, description=description[:1000]
+        check_name=check,
+        passed=passed,
+        metadata=redact_metadata(metadata),
+        description=redact(description[:1000]),
     )
 
 
@@ -210,6 +217,7 @@ def activities_quality_gate(
         correlation_id=context.run.run_id, stage=Stage.ACTIVITIES.value, check=ACTIVITIES_GATE
     ):
         for key in context.partition_keys:
+            load_sensitive_digests(store, key)
             table = store.read_table(stage_table_key(Stage.ACTIVITIES, key))
             partition_outcomes = data_quality.validate_activities(key, table)
             outcomes += partition_outcomes
@@ -242,6 +250,7 @@ def letter_scores_quality_gate(
         check=LETTER_SCORES_GATE,
     ):
         for key in context.partition_keys:
+            load_sensitive_digests(store, key)
             manifest, tables = read_result_tables(store, key)
             partition_outcomes = data_quality.validate_letter_scores(key, manifest, tables)
             outcomes += partition_outcomes

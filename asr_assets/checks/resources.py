@@ -57,7 +57,8 @@ class DataQualityResource(dg.ConfigurableResource):
         default=0.1,
         ge=0.0,
         le=1.0,
-        description="Most of a partition's expected letters that may be `unaligned` (no timing).",
+        description="Most of a partition's scored phrases that may hold `unaligned` letters (no "
+        "timing); weighted by phrases so one long phrase cannot tip the day.",
     )
     max_rejected_share: float = Field(
         default=0.2,

@@ -19,7 +19,11 @@ from asr_assets.core.errors import PhraseError, ReasonCode
 
 TARGET_SAMPLE_RATE = 16_000
 # Bumped whenever decoding/normalisation changes, so content-addressed clips are recomputed.
-AUDIO_PIPELINE_VERSION = "1"
+AUDIO_PIPELINE_VERSION = "2"  # 2: DC offset removed
+
+
+# A segment may end this far past the recording (rounding of catalog times), not further.
+SEGMENT_SLACK_S = 0.05
 
 
 @dataclass(frozen=True)
@@ -32,6 +36,9 @@ class AudioPolicy:
     silence_rms_dbfs: float = -55.0
     clip_level: float = 0.999
     max_clipped_fraction: float = 0.01
+    # Silero VAD's highest window probability must reach this; None (the default) switches the
+    # check off: synthetic test tones score as low as 0.06, real read-aloud speech ~1.0.
+    min_speech_probability: float | None = None
 
 
 @dataclass(frozen=True)
@@ -92,6 +99,13 @@ def decode_audio(
                     f"declared length {declared_frames / source_rate:.0f}s exceeds "
                     f"{policy.max_source_seconds:.0f}s",
                 )
+            if start_s is None and declared_frames / source_rate > policy.max_duration_s:
+                # From the header, before a sample is decoded: a long file costs nothing.
+                raise PhraseError(
+                    ReasonCode.AUDIO_TOO_LONG,
+                    f"header declares {declared_frames / source_rate:.1f}s, longer than "
+                    f"{policy.max_duration_s}s",
+                )
             start_frame, stop_frame = _segment_frames(
                 start_s, end_s, source_rate, declared_frames, policy
             )
@@ -105,6 +119,15 @@ def decode_audio(
         raise PhraseError(ReasonCode.AUDIO_UNDECODABLE, f"cannot decode audio: {exc}") from exc
     if start_s is not None and raw.shape[0] == 0:
         raise PhraseError(ReasonCode.AUDIO_BAD_SEGMENT, "segment lies beyond the end of the audio")
+    if stop_frame is not None and raw.shape[0] < stop_frame - start_frame - round(
+        SEGMENT_SLACK_S * source_rate
+    ):
+        # The header may overstate the length; what was actually read is the truth.
+        raise PhraseError(
+            ReasonCode.AUDIO_BAD_SEGMENT,
+            f"segment ends at {end_s}s, beyond the end of the audio "
+            f"({(start_frame + raw.shape[0]) / source_rate:.2f}s)",
+        )
     return _normalise(raw, source_rate, channels, fmt, policy)
 
 
@@ -125,11 +148,19 @@ def _segment_frames(
             f"segment of {end_s - start_s:.1f}s exceeds {policy.max_duration_s:.0f}s",
         )
     start_frame = round(start_s * rate)
+    stop_frame = round(end_s * rate)
     if declared_frames > 0 and start_frame >= declared_frames:
         raise PhraseError(
             ReasonCode.AUDIO_BAD_SEGMENT, "segment starts beyond the end of the audio"
         )
-    return start_frame, round(end_s * rate)
+    if declared_frames > 0 and stop_frame > declared_frames + round(SEGMENT_SLACK_S * rate):
+        # Silently truncating would score a different cut than the catalog asked for.
+        raise PhraseError(
+            ReasonCode.AUDIO_BAD_SEGMENT,
+            f"segment ends at {end_s}s, beyond the end of the audio "
+            f"({declared_frames / rate:.2f}s)",
+        )
+    return start_frame, stop_frame
 
 
 def _normalise(
@@ -152,20 +183,32 @@ def _normalise(
     mono = raw.mean(axis=1, dtype=np.float32) if raw.shape[1] > 1 else raw[:, 0]
     # Clipping is judged on the source: resampling smears the flat tops it is looking for.
     clipped = float(np.mean(np.abs(raw) >= policy.clip_level))
+    # A constant offset carries no sound: without removing it, 2 s of DC at 0.5 would read as
+    # a loud recording and pass the silence check.
+    mono = (mono - np.mean(mono, dtype=np.float64)).astype(np.float32)
     level = rms_dbfs(mono)
-    if level < policy.silence_rms_dbfs:
-        raise PhraseError(
-            ReasonCode.AUDIO_SILENT,
-            f"level {level:.1f} dBFS is below the silence threshold {policy.silence_rms_dbfs}",
-        )
     if clipped > policy.max_clipped_fraction:
         raise PhraseError(
             ReasonCode.AUDIO_CLIPPED,
             f"{clipped:.1%} of samples are clipped (limit {policy.max_clipped_fraction:.1%})",
         )
+    if level < policy.silence_rms_dbfs:
+        raise PhraseError(
+            ReasonCode.AUDIO_SILENT,
+            f"level {level:.1f} dBFS is below the silence threshold {policy.silence_rms_dbfs}",
+        )
     if rate != TARGET_SAMPLE_RATE:
         mono = soxr.resample(mono, rate, TARGET_SAMPLE_RATE, quality="HQ").astype(np.float32)
     mono = np.clip(mono, -1.0, 1.0)
+    if policy.min_speech_probability is not None:
+        from asr_assets.core.vad import speech_probability
+
+        speech = speech_probability(mono)
+        if speech < policy.min_speech_probability:
+            raise PhraseError(
+                ReasonCode.AUDIO_NO_SPEECH,
+                f"no speech found (voice activity {speech:.2f} < {policy.min_speech_probability})",
+            )
     return DecodedAudio(
         samples=np.ascontiguousarray(mono, dtype=np.float32),
         source_format=fmt,

@@ -28,6 +28,11 @@ class ReasonCode(StrEnum):
     INVALID_EXPECTED_TEXT = "invalid_expected_text"
     UNSAFE_AUDIO_KEY = "unsafe_audio_key"
     DUPLICATE_PHRASE = "duplicate_phrase"
+    EXPECTED_TEXT_TOO_LONG = "expected_text_too_long"
+    ACTIVITY_DATE_MISMATCH = "activity_date_mismatch"
+    # A catalog file that cannot be read at all (corrupt, empty, missing contract columns): one
+    # error row stands for the whole file, since its phrases cannot be listed.
+    CATALOG_FILE_UNREADABLE = "catalog_file_unreadable"
     # Fetching audio
     AUDIO_MISSING = "audio_missing"
     AUDIO_TOO_LARGE = "audio_too_large"
@@ -41,6 +46,7 @@ class ReasonCode(StrEnum):
     AUDIO_CLIPPED = "audio_clipped"
     AUDIO_NON_FINITE = "audio_non_finite"
     AUDIO_BAD_SEGMENT = "audio_bad_segment"
+    AUDIO_NO_SPEECH = "audio_no_speech"
     # Inference and decoding
     INFERENCE_FAILED = "inference_failed"
     EMISSIONS_MISSING = "emissions_missing"

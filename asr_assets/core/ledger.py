@@ -150,8 +150,8 @@ def verify_commit(
     """Check a committed partition against the phrases that should be in it.
 
     `expected` is the partition's phrases as the catalog (or the activities stage) lists them.
-    A catalog row repeating another's key leaves as a `duplicate_phrase` error row under that
-    same key, beside the original's row: those rows are accounted for, not duplicates.
+    Every catalog row of a key that several rows claim leaves as a `duplicate_phrase` error row
+    under that key (none of them scored): those rows are accounted for, not duplicates.
     """
     expected_rows = list(expected)
     scored = phrase_keys(phrase_results)

@@ -221,3 +221,6 @@ class PartitionManifest(_Frozen):
     # The processing ledger file written by the committing run (core/ledger.py); None in
     # partitions committed before the ledger existed.
     ledger: str | None = None
+    # The fencing generation: each commit of the partition writes the previous one + 1, with a
+    # conditional write, so a stale run cannot overwrite a newer commit. 0 in older manifests.
+    generation: int = 0

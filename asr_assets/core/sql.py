@@ -46,12 +46,19 @@ class Query:
 
 
 def activities_query(
-    dialect: Dialect, source: str, activity_date: date, tenant_ids: list[str] | None = None
+    dialect: Dialect,
+    source: str,
+    activity_date: date,
+    tenant_ids: list[str] | None = None,
+    *,
+    whole_source: bool = False,
 ) -> Query:
     """Phrases of one UTC day, optionally limited to some tenants, in a stable order.
 
     `source` is a table expression owned by the catalog resource (a Parquet scan for DuckDB, a
-    `db.table` name for Athena), never user input.
+    `db.table` name for Athena), never user input. `whole_source` drops the date predicate for a
+    source that already is the day (one file of the day's folder): rows whose `activity_date`
+    disagrees with their folder then reach row validation as errors instead of vanishing.
     """
     columns = ", ".join(ACTIVITY_COLUMNS)
     if dialect is Dialect.DUCKDB:
@@ -62,8 +69,8 @@ def activities_query(
         # ExecutionParameters (qmark) would need those literals written by hand, so it is not
         # safer. The mapping the placeholders read comes from `athena_parameters`.
         date_predicate, date_param = "activity_date = %(activity_date)s", activity_date
-    where = [date_predicate]
-    parameters: list[object] = [date_param]
+    where = ["TRUE"] if whole_source else [date_predicate]
+    parameters: list[object] = [] if whole_source else [date_param]
     if tenant_ids:
         if dialect is Dialect.DUCKDB:
             where.append(f"tenant_id IN ({', '.join('?' for _ in tenant_ids)})")

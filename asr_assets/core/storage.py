@@ -39,6 +39,24 @@ def validate_key(key: str) -> str:
     return key
 
 
+# Where recordings may be read from. `{tenant}` stands for the row's tenant where the layout
+# gives each tenant its own prefix (e.g. `tenants/{tenant}/audio/`). Results, stage tables, the
+# catalog and caches are never audio: a row pointing there is refused, not decoded.
+DEFAULT_AUDIO_PREFIXES = ("audio/",)
+
+
+def confine_audio_key(key: str, tenant_id: str, prefixes: list[str] | tuple[str, ...]) -> str:
+    """Refuse an audio key outside the configured audio prefixes (per tenant where templated)."""
+    for template in prefixes:
+        templated = "{tenant}" in template
+        if templated and (not tenant_id or "/" in tenant_id or tenant_id in ("..", ".")):
+            continue  # a tenant id that is no single key segment owns no prefix
+        prefix = template.replace("{tenant}", tenant_id)
+        if key.startswith(prefix):
+            return key
+    raise UnsafeKeyError(f"audio key is outside the audio prefixes {list(prefixes)}")
+
+
 def partition_date(partition_key: str) -> date:
     return date.fromisoformat(partition_key)
 
@@ -69,8 +87,21 @@ def result_prefix(table: str, partition_key: str) -> str:
     return f"results/{table}/activity_date={partition_key}"
 
 
+STAGING_ROOT = "results/_staging"
+
+
 def staging_prefix(run_id: str, partition_key: str) -> str:
-    return f"results/_staging/{run_id}/activity_date={partition_key}"
+    return f"{STAGING_ROOT}/{run_id}/activity_date={partition_key}"
+
+
+def partition_manifest_key(partition_key: str) -> str:
+    """The one object that commits a result partition: it names all three tables' files.
+
+    It lives where the letter_scores table's `_SUCCESS` always has (the asset's own partition),
+    and no other table has a `_SUCCESS` of its own any more: a reader of any table goes through
+    this manifest, so there is nothing per table that could switch separately.
+    """
+    return f"{result_prefix('letter_scores', partition_key)}/{SUCCESS_FILE}"
 
 
 def run_token(run_id: str) -> str:

@@ -28,6 +28,7 @@ this is the net under that rule.
 from __future__ import annotations
 
 import contextvars
+import hashlib
 import logging
 import re
 import sys
@@ -53,6 +54,9 @@ _configured = False
 _lock = threading.Lock()
 _environment = "unknown"
 _sensitive: set[str] = set()
+# Digests of sensitive values, for processes that never saw the values themselves (a check or a
+# later stage in its own process loads them from the partition's activities stage).
+_sensitive_digests: set[str] = set()
 _sensitive_lock = threading.Lock()
 
 P = ParamSpec("P")
@@ -63,14 +67,39 @@ def _is_forbidden(key: object) -> bool:
     return isinstance(key, str) and (key in FORBIDDEN_KEYS or "student" in key.lower())
 
 
+def sensitive_digest(value: str) -> str:
+    """What is stored instead of a sensitive value so other processes can recognise it."""
+    return hashlib.sha256(f"asr-sensitive|{value}".encode()).hexdigest()[:32]
+
+
+def _is_sensitive(token: str) -> bool:
+    return token in _sensitive or (
+        bool(_sensitive_digests) and sensitive_digest(token) in _sensitive_digests
+    )
+
+
 def _scrub_text(text: str) -> str:
-    if not _sensitive or not text:
+    if not (_sensitive or _sensitive_digests) or not text:
         return text
-    if text in _sensitive:
+    if _is_sensitive(text):
         return REDACTED
     for token in _TOKENS:
-        text = token.sub(lambda m: REDACTED if m.group(0) in _sensitive else m.group(0), text)
+        text = token.sub(lambda m: REDACTED if _is_sensitive(m.group(0)) else m.group(0), text)
     return text
+
+
+def redact(value: Any) -> Any:
+    """The same redaction the logs get, for anything else that leaves the process (metadata,
+    previews, reports): registered sensitive values become `[redacted]`, forbidden keys go."""
+    return _scrub(value)
+
+
+def register_sensitive_digests(digests: Iterable[str]) -> None:
+    with _sensitive_lock:
+        for digest in digests:
+            if len(_sensitive_digests) >= MAX_SENSITIVE_VALUES:
+                break
+            _sensitive_digests.add(digest)
 
 
 def _scrub(value: Any, depth: int = 0) -> Any:
@@ -122,6 +151,13 @@ def _add_trace_ids(
     return event
 
 
+# ASR_LOG_LEVEL as configured, or None when not configured. Dagster sets the level of every
+# managed logger (ours included) to the instance's `python_log_level` when a run starts, after
+# the definitions applied ASR_LOG_LEVEL; `run_context` (entered by every stage and check)
+# applies it again, so the configured level is the one in force while a stage runs.
+_configured_level: int | None = None
+
+
 def configure_logging() -> None:
     """Idempotent: configured on first use, never at import."""
     global _configured
@@ -171,6 +207,8 @@ def set_log_level(level: str | int | None) -> None:
     resolved = logging.getLevelName(level.upper()) if isinstance(level, str) else level
     if not isinstance(resolved, int):
         raise ValueError(f"unknown log level {level!r}")
+    global _configured_level
+    _configured_level = resolved
     logging.getLogger("asr_assets").setLevel(resolved)
 
 
@@ -187,6 +225,7 @@ def register_sensitive_values(values: Iterable[object]) -> None:
 def clear_sensitive_values() -> None:
     with _sensitive_lock:
         _sensitive.clear()
+        _sensitive_digests.clear()
 
 
 def bind_run_context(**fields: Any) -> None:
@@ -201,6 +240,8 @@ def clear_run_context() -> None:
 @contextmanager
 def run_context(**fields: Any) -> Iterator[None]:
     """Bind fields for the block and restore the previous values after it."""
+    if _configured_level is not None:
+        logging.getLogger("asr_assets").setLevel(_configured_level)
     with structlog.contextvars.bound_contextvars(**fields):
         yield
 

@@ -38,10 +38,12 @@ def score(partitions: list[str]) -> bool:
     from asr_assets.checks import ALL_CHECKS
     from asr_assets.checks.summary import check_outcomes, format_check_outcomes
     from asr_assets.definitions import ALL_ASSETS, defs
+    from asr_assets.platform.abandoned_runs import fail_abandoned_runs
 
     definitions = defs()
     ok = True
     with _instance() as instance:
+        fail_abandoned_runs(instance)  # killed earlier runs left STARTED: mark them failed
         for partition in partitions:
             result = dg.materialize(
                 [*ALL_ASSETS, *ALL_CHECKS],

@@ -45,11 +45,16 @@ class RetrySettings:
     deadline_s: float
 
 
+# Sized for independent faults, not for short bursts: a run makes ~1,400 S3 requests, and with
+# a 20% chance that any one attempt fails, 5 attempts leave 0.2^5 x 1,400 ≈ 0.45 requests per run
+# exhausted (about 36% of runs then need a Dagster step retry); 10 attempts leave 0.2^10 x 1,400
+# ≈ 1.4e-4 (one run in ~7,000). The backoff cap keeps 10 attempts within the deadline: the
+# sleeps add up to at most ~21 s for S3. `tests/unit/test_retry_budget.py` holds these numbers.
 DEFAULTS: Mapping[Dependency, RetrySettings] = {
-    Dependency.S3: RetrySettings(attempts=5, initial_s=0.1, max_s=5.0, deadline_s=60.0),
-    Dependency.ATHENA: RetrySettings(attempts=4, initial_s=0.5, max_s=10.0, deadline_s=120.0),
+    Dependency.S3: RetrySettings(attempts=10, initial_s=0.1, max_s=5.0, deadline_s=60.0),
+    Dependency.ATHENA: RetrySettings(attempts=8, initial_s=0.5, max_s=10.0, deadline_s=120.0),
     Dependency.TRITON: RetrySettings(attempts=3, initial_s=0.1, max_s=2.0, deadline_s=30.0),
-    Dependency.APPSYNC: RetrySettings(attempts=5, initial_s=0.2, max_s=10.0, deadline_s=60.0),
+    Dependency.APPSYNC: RetrySettings(attempts=10, initial_s=0.2, max_s=10.0, deadline_s=90.0),
 }
 
 

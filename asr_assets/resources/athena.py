@@ -44,6 +44,7 @@ from asr_assets.reliability.aws_hooks import install_request_policy, retries_exh
 from asr_assets.reliability.retry import Dependency, retrying
 from asr_assets.resources.catalog import (
     ActivityCatalog,
+    CatalogFetch,
     CatalogUnavailableError,
     conform_catalog_table,
 )
@@ -244,6 +245,11 @@ class AthenaActivityCatalog(ActivityCatalog):
                 log.warning("athena_cancel_failed", query_id=query_id, error=type(exc).__name__)
 
     def fetch_activities(self, partition_key: str, tenant_ids: list[str] | None = None) -> pa.Table:
+        return self.fetch_activity_rows(partition_key, tenant_ids).table
+
+    def fetch_activity_rows(
+        self, partition_key: str, tenant_ids: list[str] | None = None
+    ) -> CatalogFetch:
         from botocore.exceptions import BotoCoreError, ClientError
         from pyathena.error import Error as PyAthenaError
 

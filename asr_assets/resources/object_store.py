@@ -6,14 +6,16 @@ store below and the S3 store (aws environment) implement it, as hooli's `FileSys
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import io
 import json
 import os
 import shutil
 import tempfile
 from abc import abstractmethod
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -22,13 +24,31 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import Field
 
-from asr_assets.core.storage import SUCCESS_FILE, run_token, validate_key
+from asr_assets.core.storage import (
+    STAGING_ROOT,
+    SUCCESS_FILE,
+    UnsafeKeyError,
+    partition_manifest_key,
+    run_token,
+    staging_prefix,
+    validate_key,
+)
+from asr_assets.observability.logging import get_logger
+
+log = get_logger(__name__)
 
 
 def write_file_atomic(path: Path, data: bytes) -> None:
     """Write via a temp file in the same directory and rename: readers never see a partial file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    for attempt in range(3):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            handle, temp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+            break
+        except FileNotFoundError:
+            # Another process's delete removed the (then empty) directory in between.
+            if attempt == 2:
+                raise
     try:
         with os.fdopen(handle, "wb") as out:
             out.write(data)
@@ -36,6 +56,29 @@ def write_file_atomic(path: Path, data: bytes) -> None:
     except BaseException:
         Path(temp).unlink(missing_ok=True)
         raise
+
+
+# Staging and copies of a commit in progress are seconds to minutes old; an hour is crashed.
+DEFAULT_STALE_AFTER_S = 3600.0
+FENCE_FILE = "_FENCE.json"
+
+
+class PreconditionFailedError(RuntimeError):
+    """A conditional write found the object at another version than the caller expected."""
+
+
+class CommitConflictError(RuntimeError):
+    """Another run committed the partition after this run took its fence: this commit loses."""
+
+
+@dataclass(frozen=True)
+class CommitFence:
+    """A run's fencing token for one partition: the manifest version and generation it saw."""
+
+    partition: str
+    version: str | None  # None: the partition had never been committed
+    generation: int
+    files: dict[str, str]  # the files that manifest named (removed once the new one is in)
 
 
 class ObjectNotFoundError(KeyError):
@@ -128,39 +171,160 @@ class ObjectStore(dg.ConfigurableResource):
     def read_json(self, key: str) -> object:
         return json.loads(self.read_bytes(key))
 
-    def commit_partition(
-        self, staged: dict[str, str], final_prefixes: dict[str, str], manifest: dict[str, object]
-    ) -> dict[str, str]:
-        """Publish staged files as result partitions; `_SUCCESS` is written last.
+    # -- versioned reads and conditional writes (the commit's fencing) -----------------------
 
-        `staged` maps table name to a staged key and `final_prefixes` maps it to the partition
-        prefix. Data files are named by run (`part-<run_id>.parquet`), so the new files land
-        beside the old ones without touching them; overwriting `_SUCCESS` (an atomic put or
-        rename) then switches readers from the old partition to the new one in one step, and
-        only after that are the old files removed. Readers trust a partition only through its
-        `_SUCCESS`, which names its files: they see the old partition or the new one, never a
-        mix and never a gap. A reader still holding the old manifest when its files are removed
-        gets a clean not-found, not new data. Returns the final key of each table's data file.
+    def read_versioned(self, key: str) -> tuple[bytes, str] | None:
+        """The object's bytes and a version token (an S3 ETag; locally a content hash), or
+        None when the key does not exist."""
+        try:
+            data = self.read_bytes(key)
+        except ObjectNotFoundError:
+            return None
+        return data, hashlib.sha256(data).hexdigest()
+
+    @abstractmethod
+    def write_bytes_if(self, key: str, data: bytes, *, version: str | None) -> None:
+        """Write only if the key is still at `version` (None: only if it does not exist).
+
+        Raises `PreconditionFailedError` otherwise. This is compare-and-swap: S3 `If-Match` /
+        `If-None-Match: *`, locally a lock held across the compare and the rename.
         """
-        token = run_token(str(manifest.get("run_id") or "run"))
+
+    # -- the partition commit -------------------------------------------------------------
+
+    def commit_fence(self, partition_key: str) -> CommitFence:
+        """The fencing token a run takes before it stages: the manifest's version now.
+
+        A commit succeeds only if the manifest is still at this version, so a run that started
+        before another run's commit (stale) cannot overwrite the newer partition.
+        """
+        return self._fence_at(partition_key, partition_manifest_key(partition_key))
+
+    def run_fence(self, partition_key: str, run_id: str) -> CommitFence:
+        """The run's fence, taken on its first attempt and reused by its step retries.
+
+        A retry taking a fresh fence would see a newer run's commit as its base and overwrite
+        it; keeping the first one makes a stale run stay stale across retries.
+        """
+        key = f"{staging_prefix(run_id, partition_key)}/{FENCE_FILE}"
+        try:
+            payload = self.read_json(key)
+        except ObjectNotFoundError:
+            fence = self.commit_fence(partition_key)
+            self.write_json(key, asdict(fence))
+            return fence
+        assert isinstance(payload, dict)
+        return CommitFence(**payload)
+
+    def _fence_at(self, partition_key: str, manifest_key: str) -> CommitFence:
+        current = self.read_versioned(manifest_key)
+        if current is None:
+            return CommitFence(partition_key, None, 0, {})
+        payload = json.loads(current[0])
+        files = payload.get("files") if isinstance(payload, dict) else None
+        return CommitFence(
+            partition_key,
+            current[1],
+            int(payload.get("generation") or 0) if isinstance(payload, dict) else 0,
+            dict(files) if isinstance(files, dict) else {},
+        )
+
+    def commit_partition(
+        self,
+        staged: dict[str, str],
+        final_prefixes: dict[str, str],
+        manifest: dict[str, object],
+        fence: CommitFence | None = None,
+        stale_after_s: float = DEFAULT_STALE_AFTER_S,
+    ) -> dict[str, str]:
+        """The one commit entry point: publish staged tables and switch the partition atomically.
+
+        Data files are named by run (`part-<run_id>.parquet`), so the new files land beside the
+        old ones without touching them. Then ONE object switches readers: the partition manifest
+        (`results/letter_scores/activity_date=D/_SUCCESS`), naming all three tables' files,
+        written last with a conditional write against `fence` (generation + 1). Readers go only
+        through that manifest, so they see the old partition or the new one, never a mix of
+        tables from two runs. A stale run (the manifest moved since its fence) gets
+        `CommitConflictError` and removes only its own copies. After the switch, the files the
+        previous manifest named are removed, and staging and orphaned part files older than
+        `stale_after_s` (crashed runs) are swept. Returns the final key of each table's file.
+        """
+        partition = str(manifest.get("partition") or "")
+        first_prefix = final_prefixes.get("letter_scores") or next(iter(final_prefixes.values()))
+        manifest_key = f"{first_prefix}/{SUCCESS_FILE}"
+        if fence is None:
+            fence = self._fence_at(partition, manifest_key)
+        run_id = str(manifest.get("run_id") or "run")
+        token = run_token(run_id)
         final_keys: dict[str, str] = {}
         for table, prefix in final_prefixes.items():
             final_keys[table] = f"{prefix}/part-{token}.parquet"
             self.copy(staged[table], final_keys[table])
-        # letter_scores last: it is the asset's own partition and the one checks read.
-        for table in sorted(final_prefixes, key=lambda name: name == "letter_scores"):
-            self.write_json(
-                f"{final_prefixes[table]}/{SUCCESS_FILE}", {**manifest, "files": final_keys}
-            )
-        keep = {*final_keys.values()}
+        generation = fence.generation + 1
+        payload = {**manifest, "files": final_keys, "generation": generation}
+        data = json.dumps(payload, indent=2, sort_keys=True, default=str).encode()
+        try:
+            self.write_bytes_if(manifest_key, data, version=fence.version)
+        except PreconditionFailedError as exc:
+            current = self.read_versioned(manifest_key)
+            theirs = json.loads(current[0]) if current is not None else {}
+            if theirs.get("run_id") == run_id and theirs.get("generation") == generation:
+                pass  # our own write landed and only its answer was lost: committed
+            else:
+                named = set((theirs.get("files") or {}).values())
+                for key in final_keys.values():
+                    if key not in named:
+                        self.delete(key)
+                for key in staged.values():
+                    self.delete(key)
+                raise CommitConflictError(
+                    f"partition {partition} moved to generation {theirs.get('generation')} "
+                    f"(run {theirs.get('run_id')}) after this run took generation "
+                    f"{fence.generation}: a newer commit wins, this one is discarded"
+                ) from exc
+        except BaseException:
+            # The switch failed (full disk, outage): remove this attempt's copies unless the
+            # manifest in fact names them, so a retry or rerun starts from a clean partition.
+            current = self.read_versioned(manifest_key) if _readable(self, manifest_key) else None
+            named = set((json.loads(current[0]).get("files") or {}).values()) if current else set()
+            for key in final_keys.values():
+                if key not in named:
+                    _delete_quietly(self, key)
+            raise
         for prefix in final_prefixes.values():
-            keep.add(f"{prefix}/{SUCCESS_FILE}")
-            for info in list(self.iter_objects(f"{prefix}/")):
-                if info.key not in keep:
-                    self.delete(info.key)
+            legacy = f"{prefix}/{SUCCESS_FILE}"
+            if legacy != manifest_key and self.exists(legacy):
+                self.delete(legacy)  # per-table manifests of older commits: one manifest now
+        keep = set(final_keys.values())
+        for key in fence.files.values():
+            if key not in keep:
+                self.delete(key)
         for key in staged.values():
             self.delete(key)
+        run_prefix = staged[next(iter(staged))].rsplit("/", 1)[0]
+        if self.exists(f"{run_prefix}/{FENCE_FILE}"):
+            self.delete(f"{run_prefix}/{FENCE_FILE}")
+        self.sweep_stale(final_prefixes.values(), keep, stale_after_s)
         return final_keys
+
+    def sweep_stale(self, prefixes: Iterable[str], keep: set[str], stale_after_s: float) -> int:
+        """Delete crashed runs' leftovers: staging and unnamed part files older than the bound.
+
+        The age bound is what keeps a run that is committing right now safe from the sweep:
+        its staging and copies are seconds old.
+        """
+        cutoff = datetime.now(UTC).timestamp() - stale_after_s
+        removed = 0
+        for prefix in [STAGING_ROOT + "/", *(f"{p}/" for p in prefixes)]:
+            for info in list(self.iter_objects(prefix)):
+                if info.key in keep or info.key.endswith(f"/{SUCCESS_FILE}"):
+                    continue
+                if info.last_modified.timestamp() < cutoff:
+                    self.delete(info.key)
+                    removed += 1
+        if removed:
+            log.info("stale_commit_files_swept", removed=removed, status="ok")
+        return removed
 
     def read_committed(self, prefix: str) -> dict[str, object] | None:
         """The `_SUCCESS` manifest of a committed partition, or None if it is not committed."""
@@ -169,6 +333,29 @@ class ObjectStore(dg.ConfigurableResource):
             return None
         payload = self.read_json(key)
         return payload if isinstance(payload, dict) else None
+
+    def read_partition_manifest(self, partition_key: str) -> dict[str, object] | None:
+        """The partition manifest (all three tables' files), or None when not committed."""
+        current = self.read_versioned(partition_manifest_key(partition_key))
+        if current is None:
+            return None
+        payload = json.loads(current[0])
+        return payload if isinstance(payload, dict) else None
+
+
+def _readable(store: ObjectStore, key: str) -> bool:
+    try:
+        return store.exists(key)
+    except (StoreUnavailableError, OSError):
+        return False
+
+
+def _delete_quietly(store: ObjectStore, key: str) -> None:
+    """Best-effort cleanup on a failure path: the sweep removes what this cannot."""
+    try:
+        store.delete(key)
+    except (StoreUnavailableError, OSError) as exc:
+        log.warning("commit_cleanup_failed", error=type(exc).__name__, status="left_for_sweep")
 
 
 class LocalObjectStore(ObjectStore):
@@ -180,7 +367,35 @@ class LocalObjectStore(ObjectStore):
     )
 
     def _path(self, key: str) -> Path:
-        return Path(self.root).resolve() / validate_key(key)
+        """The key's path, refused when it (through any symlink) resolves outside the root.
+
+        Checked on every read and write: a symlink under the root must not let a catalog row
+        read `/etc/passwd` or another store, nor let a write land outside.
+        """
+        root = Path(self.root).resolve()
+        path = root / validate_key(key)
+        resolved = path.resolve()
+        if resolved != root and not resolved.is_relative_to(root):
+            log.warning("store_key_escapes_root", status="refused")
+            raise UnsafeKeyError("key resolves outside the store root (symlink)")
+        return path
+
+    def write_bytes_if(self, key: str, data: bytes, *, version: str | None) -> None:
+        self._path(key)  # containment first
+        locks = Path(self.root).resolve() / ".tmp-locks"  # `.tmp-` names are never listed
+        locks.mkdir(parents=True, exist_ok=True)
+        lock_path = locks / f"{hashlib.sha256(key.encode()).hexdigest()}.lock"
+        with open(lock_path, "a+b") as lock:
+            # Held across compare and rename: two writers on this host serialize here.
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                current = self.read_versioned(key)
+                found = None if current is None else current[1]
+                if found != version:
+                    raise PreconditionFailedError(f"{key} is at version {found}, not {version}")
+                self.write_bytes(key, data)
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
 
     def trace_attributes(self) -> dict[str, object]:
         return {"asr.store": "local", "asr.store.root": str(Path(self.root).resolve())}
@@ -198,7 +413,8 @@ class LocalObjectStore(ObjectStore):
     def write_bytes(self, key: str, data: bytes) -> None:
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        free = shutil.disk_usage(path.parent).free
+        # The root, not the parent: another process may remove an emptied parent meanwhile.
+        free = shutil.disk_usage(Path(self.root).resolve()).free
         if free - len(data) < self.min_free_bytes:
             raise InsufficientSpaceError(
                 f"writing {len(data)} bytes would leave {free - len(data)} bytes free "
@@ -216,19 +432,19 @@ class LocalObjectStore(ObjectStore):
         # Drop directories the delete emptied, so listings and staging areas do not accumulate.
         root = Path(self.root).resolve()
         parent = path.parent
-        while parent != root and parent.is_dir() and not any(parent.iterdir()):
-            parent.rmdir()
+        while parent != root:
+            try:
+                parent.rmdir()  # only succeeds when empty
+            except OSError:
+                break  # not empty, or another process removed it first: both are fine
             parent = parent.parent
 
     def copy(self, source_key: str, target_key: str) -> None:
         target = self._path(target_key)
-        target.parent.mkdir(parents=True, exist_ok=True)
         source = self._path(source_key)
         if not source.is_file():
             raise ObjectNotFoundError(source_key)
-        temp = target.with_name(f".tmp-{target.name}")
-        shutil.copyfile(source, temp)
-        os.replace(temp, target)
+        write_file_atomic(target, source.read_bytes())
 
     def list_page(
         self, prefix: str, *, start_after: str | None = None, max_keys: int = 1000

@@ -52,6 +52,7 @@ from asr_assets.resources.object_store import (
     ObjectInfo,
     ObjectNotFoundError,
     ObjectStore,
+    PreconditionFailedError,
     StoreUnavailableError,
     write_file_atomic,
 )
@@ -439,6 +440,46 @@ class S3ObjectStore(ObjectStore):
             lambda: self.client().put_object(Bucket=self.bucket, Key=full_key, Body=data),
             key,
         )
+
+    def read_versioned(self, key: str) -> tuple[bytes, str] | None:
+        """One uncached GET: the body and its ETag (the version a conditional PUT names)."""
+        full_key = self._full_key(key)
+
+        def get() -> tuple[bytes, str]:
+            response = self.client().get_object(Bucket=self.bucket, Key=full_key)
+            body = response["Body"]
+            try:
+                return body.read(), str(response.get("ETag", ""))
+            finally:
+                body.close()
+
+        try:
+            return self._call("GetObject", get, key)
+        except ObjectNotFoundError:
+            return None
+
+    def write_bytes_if(self, key: str, data: bytes, *, version: str | None) -> None:
+        """PutObject with `If-Match: <etag>`, or `If-None-Match: *` to create only."""
+        from botocore.exceptions import ClientError
+
+        full_key = self._full_key(key)
+        condition = {"IfNoneMatch": "*"} if version is None else {"IfMatch": version}
+
+        def put() -> bool:
+            try:
+                self.client().put_object(Bucket=self.bucket, Key=full_key, Body=data, **condition)
+            except ClientError as exc:
+                # 412: the object moved; 409: a concurrent conditional write won the race.
+                if http_status(exc) in (409, 412) or error_code(exc) in (
+                    "PreconditionFailed",
+                    "ConditionalRequestConflict",
+                ):
+                    return False
+                raise
+            return True
+
+        if not self._call("PutObject", put, key):
+            raise PreconditionFailedError(f"{key} is no longer at version {version}")
 
     def size(self, key: str) -> int | None:
         full_key = self._full_key(key)

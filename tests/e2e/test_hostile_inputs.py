@@ -175,8 +175,25 @@ def hostile_corpus() -> dict[str, Case]:
     row("segment_start_nan", "malformed_row", audio_start_s=float("nan"), audio_end_s=1.0)
     row("segment_start_only", "malformed_row", audio_start_s=0.5)
     row("student_id_empty", "malformed_row", student_id="")
-    row("duplicate_original", SCORED, activity_id="h-duplicate")
+    # Every row of a key several rows claim is errored; the rest of the day is scored.
+    row("duplicate_original", "duplicate_phrase", activity_id="h-duplicate")
     row("duplicate_repeat", "duplicate_phrase", activity_id="h-duplicate")
+    row("text_overlong", "expected_text_too_long", expected_text=" ".join("b" * 120))
+    for name, key in {
+        "key_into_clip_cache": "cache/audio/ab/abcdef.flac",
+        "key_into_results": f"results/letter_scores/activity_date={DAY}/_SUCCESS",
+        "key_into_catalog": f"catalog/activities/activity_date={DAY}/part-0.parquet",
+        "key_into_published": "published/x.jsonl",
+    }.items():
+        row(name, "unsafe_audio_key", audio_key=key)
+    # Symlinks under the store root that leave it (made by the fixture): refused on read.
+    row("symlink_to_etc_passwd", "unsafe_audio_key", audio_key="audio/hostile/link-passwd.wav")
+    row("symlink_dir_outside", "unsafe_audio_key", audio_key="audio/hostile/outside/x.wav")
+    row("segment_end_beyond_end", "audio_bad_segment", audio_start_s=0.0, audio_end_s=30.0)
+    dc = wav_bytes(np.full(32_000, 0.5, dtype=np.float32))
+    cases["dc_offset"] = Case(
+        PhraseSpec("h-dc_offset", 0, "b d", dc, "audio/hostile/dc.wav"), "audio_silent"
+    )
     return cases
 
 
@@ -191,6 +208,10 @@ def _key(case: Case) -> tuple[str, int]:
 def hostile_run(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path):
     root = tmp_path_factory.mktemp("hostile")
     write_day(root, date.fromisoformat(DAY), [case.spec for case in CORPUS.values()])
+    outside = tmp_path_factory.mktemp("outside-the-store")
+    (outside / "x.wav").write_bytes(wav_bytes(tone(1.0)))
+    (root / "audio" / "hostile" / "link-passwd.wav").symlink_to("/etc/passwd")
+    (root / "audio" / "hostile" / "outside").symlink_to(outside)
     definitions = build_definitions(
         {"ASR_DATA_ROOT": str(root), "ASR_MODEL_DIR": str(tiny_model_dir)}
     )
@@ -222,7 +243,7 @@ def test_each_input_gets_its_outcome(hostile_run, name: str) -> None:
     outcomes = _outcomes(definitions.resources["store"])
     case = CORPUS[name]
     if name.startswith("duplicate_"):  # the repeat shares its key with the original
-        assert outcomes[_key(case)] == [SCORED, "duplicate_phrase"]
+        assert outcomes[_key(case)] == ["duplicate_phrase", "duplicate_phrase"]
         return
     assert outcomes[_key(case)] == [case.expected], name
 

@@ -82,8 +82,10 @@ def test_result_partition_holds_every_phrase(scored_day) -> None:
 
 def test_segment_cut_from_one_recording(scored_day) -> None:
     root, _, _, _, _ = scored_day
+    # One partition manifest (letter_scores/_SUCCESS) names every table's file.
+    assert not (root / "results" / "phrase_results" / f"activity_date={DAY}" / "_SUCCESS").exists()
     manifest = json.loads(
-        (root / "results" / "phrase_results" / f"activity_date={DAY}" / "_SUCCESS").read_text()
+        (root / "results" / "letter_scores" / f"activity_date={DAY}" / "_SUCCESS").read_text()
     )
     rows = pq.read_table(root / manifest["files"]["phrase_results"]).to_pylist()
     durations = {(r["activity_id"], r["phrase_index"]): r["duration_s"] for r in rows}

@@ -31,6 +31,7 @@ class FaultRow:
     retries: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
     succeeded: bool = True
+    step_retries: int = 0  # Dagster step retries the run needed (the client retries missed)
 
 
 @pytest.fixture(scope="session")
@@ -52,14 +53,15 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     terminalreporter.write_sep("=", "fault suite: every phrase accounted for")
     header = (
         f"{'fault':<18}{'rate':>6}{'phrases in':>12}{'scored':>8}{'errored':>9}{'lost':>6}"
-        f"{'faults':>8}{'requests':>10}{'retries':>9}{'seconds':>9}  ok"
+        f"{'faults':>8}{'requests':>10}{'retries':>9}{'step retries':>13}{'seconds':>9}  ok"
     )
     terminalreporter.write_line(header)
     for row in rows:
         terminalreporter.write_line(
             f"{row.fault:<18}{row.rate:>6.0%}{row.phrases_in:>12}{row.scored:>8}"
             f"{row.errored:>9}{row.lost:>6}{row.faults_injected:>8}{row.requests:>10}"
-            f"{sum(row.retries.values()):>9}{row.seconds:>9.1f}  {'yes' if row.succeeded else 'NO'}"
+            f"{sum(row.retries.values()):>9}{row.step_retries:>13}{row.seconds:>9.1f}"
+            f"  {'yes' if row.succeeded else 'NO'}"
         )
     path = terminalreporter.config.stash.get(REPORT_PATH_KEY, None)
     if path is not None:

@@ -271,12 +271,12 @@ def test_a_result_partition_is_invisible_until_its_success_exists(
     # Just before _SUCCESS was written the data file was already in place, yet unreadable.
     assert seen_before_success == [(None, [f"{prefix}/part-run1.parquet"])]
     manifest = reader.read_committed(prefix)
-    assert manifest == {"run_id": "run1", "files": keys}
+    assert manifest == {"run_id": "run1", "files": keys, "generation": 1}
     assert reader.read_table(keys["letter_scores"]).column("x").to_pylist() == [1, 2]
     # A rerun: until the new _SUCCESS lands, readers still get the old partition, whole.
     new_keys = commit("run2", [3])
     before_switch, listed = seen_before_success[1]
-    assert before_switch == {"run_id": "run1", "files": keys}
+    assert before_switch == {"run_id": "run1", "files": keys, "generation": 1}
     assert set(listed) == {
         f"{prefix}/{SUCCESS_FILE}",
         f"{prefix}/part-run1.parquet",
@@ -289,3 +289,41 @@ def test_a_result_partition_is_invisible_until_its_success_exists(
     ]
     assert reader.read_table(new_keys["letter_scores"]).column("x").to_pylist() == [3]
     assert reader.list_page("results/_staging/").objects == []
+
+
+def test_conditional_manifest_writes_fence_a_stale_run_on_s3(store: S3ObjectStore) -> None:
+    """If-None-Match / If-Match against the real S3 API (moto): a stale run loses."""
+    from asr_assets.core.storage import RESULT_TABLES, result_prefix, staging_prefix
+    from asr_assets.resources.object_store import CommitConflictError, PreconditionFailedError
+
+    day = "2026-11-27"
+    prefixes = {name: result_prefix(name, day) for name in RESULT_TABLES}
+    other = _another(store)  # the second run's own process and client
+
+    def commit(target: S3ObjectStore, run_id: str, fence: object) -> dict[str, str]:
+        staged = {}
+        for name in RESULT_TABLES:
+            staged[name] = f"{staging_prefix(run_id, day)}/{name}.parquet"
+            target.write_table(staged[name], pa.table({"run": [run_id]}))
+        return target.commit_partition(
+            staged, prefixes, {"partition": day, "run_id": run_id}, fence=fence
+        )
+
+    with pytest.raises(PreconditionFailedError):
+        store.write_bytes("x/manifest.json", b"1") or store.write_bytes_if(
+            "x/manifest.json", b"2", version=None
+        )
+    stale = store.commit_fence(day)
+    newer = other.commit_fence(day)
+    assert stale.version is None and stale.generation == 0
+    keys = commit(other, "run-b", newer)
+    with pytest.raises(CommitConflictError):
+        commit(store, "run-a", stale)
+    manifest = store.read_partition_manifest(day)
+    assert manifest is not None and manifest["run_id"] == "run-b" and manifest["generation"] == 1
+    assert all(store.exists(key) for key in keys.values())
+    assert not store.exists(f"{prefixes['errors']}/part-run-a.parquet")
+    # The next run fences on run-b's ETag and commits generation 2.
+    commit(store, "run-c", store.commit_fence(day))
+    assert store.read_partition_manifest(day)["generation"] == 2  # type: ignore[index]
+    assert not store.exists(keys["errors"])

@@ -11,9 +11,11 @@ demand "every phrase accounted for" and get the same run every time.
   that identity was seen), not a draw from a shared random stream, so the decisions do not depend
   on how threads interleave. The identity is method, path and query, the `X-Amz-Target` and, for
   POSTs, the body, with run ids, query ids and idempotency keys masked (they differ per run).
-- Bounded: one identity is faulted at most `max_consecutive` times in a row (the retry policies
-  allow more attempts than that, so every request eventually passes), at most `max_faults` faults
-  overall, and the server stops by itself after `lifetime_s` even if a test forgets it.
+- Independent by default: every attempt of every request is faulted with the plan's probability,
+  whatever happened to its earlier attempts, as real faults are; a request can fail many times
+  in a row, and the retry policies must be sized for that. `max_consecutive` optionally caps
+  the streak per identity (for tests that need a request to pass eventually), `max_faults` caps
+  faults overall, and the server stops by itself after `lifetime_s` even if a test forgets it.
 """
 
 from __future__ import annotations
@@ -67,7 +69,7 @@ class FaultPlan:
     rates: Mapping[FaultKind, float]
     seed: int = 7
     latency_s: float = 0.05
-    max_consecutive: int = 2
+    max_consecutive: int | None = None  # None: independent faults, no streak cap
     max_faults: int = 10_000
     lifetime_s: float = 300.0
 
@@ -121,10 +123,10 @@ class _Decider:
             draw = int.from_bytes(digest[:8], "big") / 2**64
             kind = next((k for bound, k in self._cumulative if draw < bound), None)
             failing = kind is not None and kind is not FaultKind.LATENCY
-            if failing and (
+            capped = self.plan.max_consecutive is not None and (
                 self._consecutive[identity] >= self.plan.max_consecutive
-                or self._faults >= self.plan.max_faults
-            ):
+            )
+            if failing and (capped or self._faults >= self.plan.max_faults):
                 kind = None
             if kind is not None and kind is not FaultKind.LATENCY:
                 self._consecutive[identity] += 1

@@ -128,3 +128,55 @@ def test_cache_key_depends_on_bytes_and_cut() -> None:
     assert clip_cache_key(data, None, None) == clip_cache_key(data, None, None)
     assert clip_cache_key(data, None, None) != clip_cache_key(data, 0.0, 0.5)
     assert clip_cache_key(data, None, None) != clip_cache_key(data + b"\0", None, None)
+
+
+def test_a_segment_ending_beyond_the_recording_is_a_bad_segment() -> None:
+    data = wav_bytes(tone(2.87))
+    with pytest.raises(PhraseError) as caught:
+        decode_audio(data, start_s=0.0, end_s=30.0)
+    assert caught.value.reason is ReasonCode.AUDIO_BAD_SEGMENT
+    # Rounding of catalog times within 50 ms of the end is tolerated.
+    assert decode_audio(data, start_s=0.0, end_s=2.9).duration_s == pytest.approx(2.87, abs=0.01)
+
+
+def test_a_constant_dc_offset_is_silence() -> None:
+    data = wav_bytes(np.full(32_000, 0.5, dtype=np.float32))
+    with pytest.raises(PhraseError) as caught:
+        decode_audio(data)
+    assert caught.value.reason is ReasonCode.AUDIO_SILENT
+
+
+def test_speech_riding_on_a_dc_offset_is_kept_and_centred() -> None:
+    decoded = decode_audio(wav_bytes(tone(1.0) + np.float32(0.3)))
+    assert abs(float(np.mean(decoded.samples))) < 1e-3
+
+
+def test_a_long_file_is_refused_from_its_header_before_decoding(monkeypatch) -> None:
+    data = wav_bytes(tone(70.0, rate=8000, level=0.2), rate=8000)
+
+    def no_reading(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("samples were decoded")
+
+    monkeypatch.setattr(sf.SoundFile, "read", no_reading)
+    with pytest.raises(PhraseError) as caught:
+        decode_audio(data)
+    assert caught.value.reason is ReasonCode.AUDIO_TOO_LONG
+
+
+VAD = AudioPolicy(min_speech_probability=0.5)
+
+
+def test_noise_without_speech_is_rejected_by_voice_activity() -> None:
+    noise = (0.1 * np.random.default_rng(0).standard_normal(32_000)).astype(np.float32)
+    with pytest.raises(PhraseError) as caught:
+        decode_audio(wav_bytes(noise), policy=VAD)
+    assert caught.value.reason is ReasonCode.AUDIO_NO_SPEECH
+    # The check is a policy knob, off by default: the same noise is then a loud, valid clip.
+    assert decode_audio(wav_bytes(noise))
+
+
+def test_speech_passes_voice_activity() -> None:
+    from pathlib import Path
+
+    sample = next(Path("data/sample-store/audio").rglob("0.wav"))
+    assert decode_audio(sample.read_bytes(), policy=VAD).duration_s > 0.25

@@ -253,3 +253,36 @@ def test_unsafe_key_sample_shows_the_rule_not_the_key(quality: DataQualityResour
 def test_missing_column_fails_the_schema_check(quality: DataQualityResource) -> None:
     table = activities_stage().drop_columns(["created_at"])
     assert "activities_schema" in _failed(quality.validate_activities(DAY, table))
+
+
+def test_one_long_unaligned_phrase_cannot_tip_the_unaligned_share() -> None:
+    """Weighted by phrases: one 60-letter phrase, all unaligned, among ten phrases is 10%."""
+    long_text = " ".join("b" * 60)
+    phrases = [(f"a{i}", 0, "b d") for i in range(9)] + [("long", 0, long_text)]
+    manifest, tables = result_partition(phrases=phrases, errors=())
+
+    def unalign(rows: list[dict[str, object]]) -> None:
+        for r in rows:
+            if r["activity_id"] == "long":
+                r.update(
+                    status="unaligned",
+                    start_s=None,
+                    end_s=None,
+                    unaligned_reason="audio_too_short_for_sequence",
+                )
+
+    tables["letter_scores"] = replace_rows(tables["letter_scores"], unalign)
+    # 60 of 78 letters are unaligned, but only 1 of 10 phrases.
+    assert _failed(DataQualityResource().validate_letter_scores(DAY, manifest, tables)) == set()
+    strict = DataQualityResource(max_unaligned_share=0.05)
+    assert _failed(strict.validate_letter_scores(DAY, manifest, tables)) == {
+        "letter_scores_unaligned_share"
+    }
+
+
+def test_a_duplicate_set_keeps_the_completeness_gate() -> None:
+    """Every row of a duplicated key is a duplicate_phrase error; the day stays complete."""
+    phrases = [(f"a{i}", 0, "b d") for i in range(10)]
+    errors = (("dup", 0, "duplicate_phrase"), ("dup", 0, "duplicate_phrase"))
+    manifest, tables = result_partition(phrases=phrases, errors=errors)
+    assert _failed(DataQualityResource().validate_letter_scores(DAY, manifest, tables)) == set()

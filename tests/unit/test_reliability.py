@@ -53,7 +53,7 @@ def test_settings_come_from_environment_variables() -> None:
         Dependency.APPSYNC, {"ASR_RETRY_APPSYNC_ATTEMPTS": "9", "ASR_RETRY_APPSYNC_MAX_S": "0.5"}
     )
     assert (settings.attempts, settings.max_s) == (9, 0.5)
-    assert settings_for(Dependency.APPSYNC, {}).attempts == 5
+    assert settings_for(Dependency.APPSYNC, {}).attempts == 10
 
 
 def test_token_bucket_limits_rate_with_a_fake_clock() -> None:

@@ -8,6 +8,7 @@ Dockerfiles the image rules. Each function returns a list of human-readable viol
 when compliant, so a test can both assert "none" on our files and "this one" on a broken copy.
 """
 
+import io
 import re
 from collections.abc import Iterable
 from typing import Any
@@ -131,4 +132,78 @@ def iam_violations(policy: dict[str, Any], allowed_star_actions: Iterable[str] =
         if "*" in resources and not (actions and set(actions) <= star_ok):
             found.append(f"{sid}: resource '*' for {actions}")
         found.extend(f"{sid}: bucket-wide wildcard {r!r}" for r in resources if r.endswith(":::*"))
+    return found
+
+
+def _dockerfile_instructions(text: str) -> list[tuple[str, str]]:
+    from dockerfile_parse import DockerfileParser
+
+    parser = DockerfileParser(fileobj=io.BytesIO(text.encode()))
+    return [(item["instruction"].upper(), item["value"].strip()) for item in parser.structure]
+
+
+def _expand(value: str, args: dict[str, str]) -> str:
+    return re.sub(
+        r"\$\{(\w+)\}|\$(\w+)", lambda m: args.get(m.group(1) or m.group(2), m.group(0)), value
+    )
+
+
+def dockerfile_violations(text: str) -> list[str]:
+    """Hardening rules for our images.
+
+    Multi-stage; every external base pinned by digest or version; the lock file copied and
+    installed before any source; the final stage runs as a non-root user, has a HEALTHCHECK,
+    no RUN (it needs no shell: a distroless base has none) and exec-form ENTRYPOINT/CMD; no ADD
+    of remote URLs; no compiler toolchain installed in the final stage.
+    """
+    found: list[str] = []
+    instructions = _dockerfile_instructions(text)
+    args: dict[str, str] = {}
+    stages: list[dict[str, Any]] = []
+    for instruction, value in instructions:
+        if instruction == "ARG" and not stages:
+            name, _, default = value.partition("=")
+            args[name.strip()] = default.strip().strip('"')
+        elif instruction == "FROM":
+            parts = _expand(value, args).split()
+            image = next(p for p in parts if not p.startswith("--"))
+            alias = parts[-1] if len(parts) >= 3 and parts[-2].upper() == "AS" else None
+            stages.append({"image": image, "alias": alias, "body": []})
+        elif stages:
+            stages[-1]["body"].append((instruction, value))
+    if len(stages) < 2:
+        found.append("not a multi-stage build")
+    aliases = {stage["alias"] for stage in stages if stage["alias"]}
+    for stage in stages:
+        if stage["image"] not in aliases and not image_is_pinned(stage["image"]):
+            found.append(f"base image {stage['image']!r} is not pinned by digest or version")
+    body = [item for stage in stages for item in stage["body"]]
+    copies = [value for instruction, value in body if instruction == "COPY"]
+    lock_at = next((i for i, v in enumerate(copies) if "requirements.lock" in v), None)
+    source_at = next((i for i, v in enumerate(copies) if "asr_assets" in v), None)
+    if lock_at is None:
+        found.append("requirements.lock is never copied (dependencies not from the lock)")
+    elif source_at is not None and source_at < lock_at:
+        found.append("source is copied before the dependency layer")
+    for instruction, value in body:
+        if instruction == "ADD" and re.search(r"\bhttps?://", value):
+            found.append(f"ADD of a remote URL: {value!r}")
+    if not stages:
+        return found
+    final = stages[-1]["body"]
+    users = [value for instruction, value in final if instruction == "USER"]
+    if not users:
+        found.append("final stage sets no USER (runs as root)")
+    elif users[-1].split(":")[0] in ("root", "0"):
+        found.append(f"final stage runs as {users[-1]!r}")
+    health = [value for instruction, value in final if instruction == "HEALTHCHECK"]
+    if not health or health[-1].upper().startswith("NONE"):
+        found.append("final stage has no HEALTHCHECK")
+    if any(instruction == "RUN" for instruction, _ in final):
+        found.append("final stage has RUN (needs a shell at run time)")
+    for instruction, value in final:
+        if instruction in ("ENTRYPOINT", "CMD") and not value.startswith("["):
+            found.append(f"{instruction} is in shell form: {value!r}")
+        if instruction == "RUN" and re.search(r"\b(gcc|g\+\+|build-essential|clang)\b", value):
+            found.append(f"compiler installed in the final stage: {value!r}")
     return found

@@ -161,6 +161,7 @@ def _aws_inference(environ: Mapping[str, str]) -> InferenceResource:
         fallback_enabled=_flag(environ, "ASR_TRITON_FALLBACK", True),
         fallback_backend=local.backend,
         fallback_num_threads=local.num_threads,
+        tls_root_cert=_optional(environ, "ASR_TRITON_TLS_CA") or "",
     )
 
 

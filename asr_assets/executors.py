@@ -24,7 +24,10 @@ _POD_SECURITY: dict[str, Any] = {
         "fs_group": 10001,
         "seccomp_profile": {"type": "RuntimeDefault"},
     },
-    "volumes": [{"name": "scratch", "empty_dir": {"size_limit": "20Gi"}}],
+    "volumes": [
+        {"name": "scratch", "empty_dir": {"size_limit": "20Gi"}},
+        {"name": "triton-ca", "config_map": {"name": "asr-triton-ca"}},
+    ],
 }
 _CONTAINER_SECURITY: dict[str, Any] = {
     "security_context": {
@@ -32,7 +35,10 @@ _CONTAINER_SECURITY: dict[str, Any] = {
         "read_only_root_filesystem": True,
         "capabilities": {"drop": ["ALL"]},
     },
-    "volume_mounts": [{"name": "scratch", "mount_path": "/tmp"}],  # noqa: S108 (pod-local emptyDir)
+    "volume_mounts": [
+        {"name": "scratch", "mount_path": "/tmp"},  # noqa: S108 (pod-local emptyDir)
+        {"name": "triton-ca", "mount_path": "/etc/asr/triton-ca", "read_only": True},
+    ],
 }
 
 # `dagster-k8s/config` for steps that need no GPU: the CPU node pool, sized for one

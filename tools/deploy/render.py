@@ -34,6 +34,7 @@ CLUSTER_SCOPED = {
     "ClusterRoleBinding",
     "StorageClass",
     "CustomResourceDefinition",
+    "Bundle",
     "ValidatingWebhookConfiguration",
     "MutatingWebhookConfiguration",
 }

@@ -21,6 +21,13 @@ def test_our_dockerfiles_follow_the_rules(path: Path) -> None:
     assert dockerfile_violations(path.read_text()) == []
 
 
+def test_base_images_named_through_build_args_are_resolved() -> None:
+    text = (
+        'ARG BASE=python:latest\nFROM ${BASE} AS a\nFROM a\nUSER 1000\nHEALTHCHECK CMD ["true"]\n'
+    )
+    assert any("'python:latest' is not pinned" in v for v in dockerfile_violations(text))
+
+
 def test_runtime_is_distroless_non_root_and_exec_form() -> None:
     assert "gcr.io/distroless/python3-debian12@sha256:" in DOCKERFILE
     assert "USER 65532:65532" in DOCKERFILE
@@ -33,7 +40,7 @@ def test_runtime_is_distroless_non_root_and_exec_form() -> None:
         (("USER 65532:65532", "USER root"), "runs as 'root'"),
         (("USER 65532:65532\n", ""), "sets no USER"),
         (
-            ("ARG PYTHON_BUILDER=python:3.11.14-slim-bookworm", "ARG PYTHON_BUILDER=python:latest"),
+            ("FROM python:3.11.14-slim-bookworm AS deps", "FROM python:latest AS deps"),
             "'python:latest' is not pinned",
         ),
         (("HEALTHCHECK --interval", "LABEL x=y\n# --interval"), "no HEALTHCHECK"),

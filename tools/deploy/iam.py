@@ -8,7 +8,7 @@ OIDC provider, `sts:AssumeRoleWithWebIdentity`, audience `sts.amazonaws.com`, ex
 service account as subject).
 
 `python -m tools.deploy.iam production OUT_DIR` writes the rendered documents for Terraform or
-the AWS CLI.
+the AWS CLI, and `cloudformation.json` holding all of them (what checkov scans).
 """
 
 import json
@@ -78,6 +78,56 @@ def render_environment(environment: str, iam_dir: Path = IAM_DIR) -> dict[str, d
     return rendered
 
 
+def _logical_id(name: str) -> str:
+    return "".join(
+        part.capitalize() for part in name.replace(".json", "").replace("_", "-").split("-")
+    )
+
+
+def cloudformation(environment: str, iam_dir: Path = IAM_DIR) -> dict[str, Any]:
+    """The environment's IAM, bucket policies and key as one CloudFormation template.
+
+    It is what checkov's CloudFormation checks read (wildcards, privilege escalation, data
+    exfiltration, key rotation), and a deployable form of the same documents.
+    """
+    values = environments(iam_dir)[environment]
+    rendered = render_environment(environment, iam_dir)
+    resources: dict[str, Any] = {
+        "PlatformKey": {
+            "Type": "AWS::KMS::Key",
+            "Properties": {
+                "Description": "SSE-KMS for the asr-platform buckets",
+                "EnableKeyRotation": True,
+                "KeyPolicy": rendered["kms-key-policy.json"],
+            },
+        }
+    }
+    for relative, document in rendered.items():
+        if relative.startswith("policies/"):
+            resources[f"Policy{_logical_id(relative.split('/')[1])}"] = {
+                "Type": "AWS::IAM::ManagedPolicy",
+                "Properties": {"PolicyDocument": document},
+            }
+        elif relative.startswith("bucket-policies/"):
+            bucket_key = relative.split("/")[1].replace(".json", "").replace("-", "_")
+            resources[f"BucketPolicy{_logical_id(relative.split('/')[1])}"] = {
+                "Type": "AWS::S3::BucketPolicy",
+                "Properties": {"Bucket": values[bucket_key], "PolicyDocument": document},
+            }
+    for role, spec in roles(iam_dir).items():
+        resources[f"Role{_logical_id(role)}"] = {
+            "Type": "AWS::IAM::Role",
+            "Properties": {
+                "RoleName": role,
+                "AssumeRolePolicyDocument": rendered[f"trust/{role}.json"],
+                "ManagedPolicyArns": [
+                    {"Ref": f"Policy{_logical_id(name)}"} for name in spec["policies"]
+                ],
+            },
+        }
+    return {"AWSTemplateFormatVersion": "2010-09-09", "Resources": resources}
+
+
 def _statements(policy: dict[str, Any]) -> list[dict[str, Any]]:
     statements = policy.get("Statement", [])
     return statements if isinstance(statements, list) else [statements]
@@ -127,6 +177,9 @@ def main(argv: list[str]) -> int:
         target = out / relative
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(json.dumps(document, indent=2) + "\n")
+    (out / "cloudformation.json").write_text(
+        json.dumps(cloudformation(environment), indent=2) + "\n"
+    )
     return 0
 
 

@@ -7,7 +7,8 @@ kustomize that deploy/k8s uses — `resources` (files and directories), `namespa
 kustomization that needs more fails loudly here instead of rendering something else. CI on a
 networked runner also renders with the real `kubectl kustomize` and validates that output.
 
-`python -m tools.deploy.render deploy/k8s/overlays/production` prints the rendered stream.
+`python -m tools.deploy.render deploy/k8s/overlays/production` prints the rendered stream;
+`--out build/manifests` writes one file per overlay instead (what `make test` hands checkov).
 """
 
 import copy
@@ -176,9 +177,39 @@ def _split_image(image: str) -> tuple[str, str]:
     return name, ""
 
 
+def differences(ours: list[dict[str, Any]], theirs: list[dict[str, Any]]) -> list[str]:
+    """Where another renderer's output (the real kustomize, in CI) differs from ours."""
+
+    def keyed(docs: list[dict[str, Any]]) -> dict[tuple[str, str, str], dict[str, Any]]:
+        return {
+            (d["kind"], d["metadata"].get("namespace", ""), d["metadata"]["name"]): d for d in docs
+        }
+
+    mine, other = keyed(ours), keyed(theirs)
+    found = [f"only in ours: {k}" for k in sorted(set(mine) - set(other))]
+    found += [f"only in theirs: {k}" for k in sorted(set(other) - set(mine))]
+    found += [f"differs: {k}" for k in sorted(set(mine) & set(other)) if mine[k] != other[k]]
+    return found
+
+
 def main(argv: list[str]) -> int:
+    """Print each overlay's manifests, or with `--out DIR` write DIR/<overlay>.yaml, or with
+    `--compare OVERLAY FILE` exit 1 if FILE (e.g. `kubectl kustomize` output) differs."""
+    if argv[:1] == ["--compare"]:
+        theirs = [d for d in yaml.safe_load_all(Path(argv[2]).read_text()) if d]
+        found = differences(render(Path(argv[1])), theirs)
+        sys.stdout.write("".join(f"{line}\n" for line in found))
+        return 1 if found else 0
+    out: Path | None = None
+    if argv[:1] == ["--out"]:
+        out, argv = Path(argv[1]), argv[2:]
+        out.mkdir(parents=True, exist_ok=True)
     for directory in argv:
-        sys.stdout.write(yaml.safe_dump_all(render(Path(directory)), sort_keys=False))
+        text = yaml.safe_dump_all(render(Path(directory)), sort_keys=False)
+        if out is None:
+            sys.stdout.write(text)
+        else:
+            (out / f"{Path(directory).name}.yaml").write_text(text)
     return 0
 
 

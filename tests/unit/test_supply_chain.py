@@ -96,19 +96,18 @@ def test_audit_offline_says_so_in_one_line(monkeypatch, capsys) -> None:
 
 def test_secret_scan_catches_a_new_secret_but_not_a_moved_one(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
-    Path("settings.py").write_text('password = "hunter2-but-longer"\n')
+    line = "password = " + '"hunter2-but-longer"'  # assembled: no secret-shaped literal here
+    Path("settings.py").write_text(f"{line}\n")
     scan = subprocess.run(
         [BIN / "detect-secrets", "scan", "settings.py"], check=True, capture_output=True, text=True
     )
     Path(".secrets.baseline").write_text(scan.stdout)
     assert new_findings(Path(".secrets.baseline"), ["settings.py"]) == []
     # The known finding moves down two lines: still known (the stock hook would exit 3 here).
-    Path("settings.py").write_text('"""Settings."""\n\npassword = "hunter2-but-longer"\n')
+    Path("settings.py").write_text(f'"""Settings."""\n\n{line}\n')
     assert new_findings(Path(".secrets.baseline"), ["settings.py"]) == []
     key = "AKIA" + "Z7QX3RTY4PLM9WQE"  # assembled, so this file itself holds no key-shaped literal
-    Path("settings.py").write_text(
-        f'password = "hunter2-but-longer"\nAWS_ACCESS_KEY_ID = "{key}"\n'
-    )
+    Path("settings.py").write_text(f'{line}\nAWS_ACCESS_KEY_ID = "{key}"\n')
     assert new_findings(Path(".secrets.baseline"), ["settings.py"]) == [
         "settings.py:2: AWS Access Key"
     ]

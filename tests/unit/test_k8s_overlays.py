@@ -254,3 +254,15 @@ def test_renderer_refuses_what_it_does_not_implement(tmp_path: Path) -> None:
         {"containers": [{"name": "b", "image": "y:2"}]},
     )
     assert merged == {"containers": [{"name": "a", "image": "x:1"}, {"name": "b", "image": "y:2"}]}
+
+
+def test_jobs_api_submits_to_the_production_instance() -> None:
+    index = _index(_rendered("production"))
+    instance = index[("ConfigMap", "asr-dagster-instance")]["data"]["dagster.yaml"]
+    assert yaml.safe_load(instance) == yaml.safe_load(
+        (ROOT / "deploy" / "dagster" / "dagster.yaml").read_text()
+    )
+    container = index[("Deployment", "asr-jobs-api")]["spec"]["template"]["spec"]["containers"][0]
+    assert container["args"][:2] == ["asr_assets.platform.platform_cli", "serve"]
+    env = index[("ConfigMap", "asr-jobs-api-env")]["data"]
+    assert env["DAGSTER_HOME"] == "/opt/dagster/dagster_home"

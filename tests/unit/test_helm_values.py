@@ -154,6 +154,17 @@ def test_user_code_deployment_serves_our_code_location_from_our_image() -> None:
     assert _values()["dagsterDaemon"]["image"]["tag"] == dagster_version
 
 
+def test_user_code_probes_run_without_a_shell_or_console_script() -> None:
+    """The image is distroless: the chart's args pass through ENTRYPOINT ["python3", "-m"],
+    but an exec probe runs its command as is, so it must start with python3."""
+    dockerfile = (ROOT / "deploy" / "docker" / "Dockerfile").read_text()
+    assert 'ENTRYPOINT ["python3", "-m"]' in dockerfile
+    (deployment,) = _values()["dagster-user-deployments"]["deployments"]
+    command = deployment["readinessProbe"]["exec"]["command"]
+    assert command[:3] == ["python3", "-m", "dagster"] and "grpc-health-check" in command
+    assert str(deployment["port"]) in command
+
+
 def test_run_pods_are_valid_kubernetes() -> None:
     run = _values()["runLauncher"]["config"]["k8sRunLauncher"]["runK8sConfig"]
     pod = pod_manifest(

@@ -5,6 +5,12 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export DAGSTER_HOME ?= $(CURDIR)/.dagster-home
 export ASR_DATA_ROOT ?= $(CURDIR)/.asr-data
+# Policy as code (docs/deploy.md). checkov's pinned dependencies conflict with ours
+# (requirements.lock), so it lives in its own virtualenv under .tmp, created by $(CHECKOV).
+CHECKOV_VENV := .tmp/checkov-venv
+CHECKOV := $(CHECKOV_VENV)/bin/checkov
+OVERLAYS := deploy/k8s/overlays/staging deploy/k8s/overlays/production
+SECRETS_EXCLUDE := ^(data/|models/.*\.safetensors$$|requirements\.lock$$|\.secrets\.baseline$$)
 
 .PHONY: demo test dev lint format bench eval system-deps clean manifests sbom audit secrets-baseline
 
@@ -59,13 +65,6 @@ eval: $(STAMP) system-deps
 	  --seed 1 --start-date 2026-11-01 --days 2 --activities 40 --voices heldout
 	$(BIN)/python -m tools.evaluate --store $(EVAL_STORE) --model-dir $(ASR_MODEL_DIR) \
 	  --out bench/out/eval.json
-
-# Policy as code (docs/deploy.md). checkov's pinned dependencies conflict with ours
-# (requirements.lock), so it lives in its own virtualenv under .tmp, created here.
-CHECKOV_VENV := .tmp/checkov-venv
-CHECKOV := $(CHECKOV_VENV)/bin/checkov
-OVERLAYS := deploy/k8s/overlays/staging deploy/k8s/overlays/production
-SECRETS_EXCLUDE := ^(data/|models/.*\.safetensors$$|requirements\.lock$$|\.secrets\.baseline$$)
 
 $(CHECKOV):
 	test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)

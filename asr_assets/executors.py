@@ -36,7 +36,7 @@ _CONTAINER_SECURITY: dict[str, Any] = {
         "capabilities": {"drop": ["ALL"]},
     },
     "volume_mounts": [
-        {"name": "scratch", "mount_path": "/tmp"},  # noqa: S108 (pod-local emptyDir) # nosec B108
+        {"name": "scratch", "mount_path": "/tmp"},  # noqa: S108 (pod-local emptyDir)
         {"name": "triton-ca", "mount_path": "/etc/asr/triton-ca", "read_only": True},
     ],
 }

@@ -75,7 +75,7 @@ def activities_query(
             )
         parameters.extend(tenant_ids)
     sql = (
-        f"SELECT {columns} FROM {source} WHERE {' AND '.join(where)} "  # noqa: S608 (source is ours) # nosec B608
+        f"SELECT {columns} FROM {source} WHERE {' AND '.join(where)} "  # noqa: S608 - source is ours
         "ORDER BY activity_id, phrase_index"
     )
     return Query(sql=sql, parameters=parameters)

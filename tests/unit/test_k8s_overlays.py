@@ -266,3 +266,15 @@ def test_jobs_api_submits_to_the_production_instance() -> None:
     assert container["args"][:2] == ["asr_assets.platform.platform_cli", "serve"]
     env = index[("ConfigMap", "asr-jobs-api-env")]["data"]
     assert env["DAGSTER_HOME"] == "/opt/dagster/dagster_home"
+
+
+@pytest.mark.parametrize("environment", ENVIRONMENTS)
+def test_jobs_api_environment_builds_the_aws_resources(environment: str) -> None:
+    """The API counts a job's inputs with the aws environment's store: its ConfigMap must
+    satisfy asr_assets.definitions.aws_resources (no secrets involved)."""
+    from asr_assets.definitions import aws_resources
+
+    env = _index(_rendered(environment))[("ConfigMap", "asr-jobs-api-env")]["data"]
+    model_dir = str(ROOT / "models" / "demo-letters")
+    resources = aws_resources({**env, "ASR_MODEL_DIR": model_dir})
+    assert resources["store"].bucket == environments()[environment]["data_bucket"]

@@ -5,8 +5,14 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export DAGSTER_HOME ?= $(CURDIR)/.dagster-home
 export ASR_DATA_ROOT ?= $(CURDIR)/.asr-data
+# Policy as code (docs/deploy.md). checkov's pinned dependencies conflict with ours
+# (requirements.lock), so it lives in its own virtualenv under .tmp, created by $(CHECKOV).
+CHECKOV_VENV := .tmp/checkov-venv
+CHECKOV := $(CHECKOV_VENV)/bin/checkov
+OVERLAYS := deploy/k8s/overlays/staging deploy/k8s/overlays/production
+SECRETS_EXCLUDE := ^(data/|models/.*\.safetensors$$|requirements\.lock$$|\.secrets\.baseline$$)
 
-.PHONY: demo test dev lint format bench eval system-deps clean
+.PHONY: demo test dev lint format bench eval system-deps clean manifests sbom audit secrets-baseline
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,10 +38,16 @@ $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 demo: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/asr demo
 
-test: $(STAMP) system-deps
+test: $(STAMP) system-deps $(CHECKOV)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -q
+	$(BIN)/bandit -q -r asr_assets -c pyproject.toml --severity-level medium
+	$(BIN)/python -m tools.secret_scan --baseline .secrets.baseline $$(git ls-files | grep -vE '$(SECRETS_EXCLUDE)')
+	$(BIN)/python -m tools.deploy.render --out build/manifests $(OVERLAYS)
+	$(BIN)/python -m tools.deploy.iam staging build/iam/staging
+	$(BIN)/python -m tools.deploy.iam production build/iam/production
+	$(CHECKOV) --config-file deploy/checkov.yaml
 
 dev: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml
@@ -66,6 +78,31 @@ eval: $(STAMP) system-deps
 	  --out .tmp/eval-freetts --synthesizer freetts --seed 12 --start-date 2026-11-01 --activities 30
 	$(BIN)/python -m tools.evaluate $(foreach s,$(EVAL_STORE) $(EVAL_FOREIGN),--store $(s)) \
 	  --model-dir $(ASR_MODEL_DIR) --plots bench/out --out bench/out/eval.json
+
+$(CHECKOV):
+	test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install --quiet --disable-pip-version-check checkov==3.3.30
+	touch $@
+
+# Every overlay and the IAM of each environment, rendered (what checkov and reviewers read).
+manifests: $(STAMP)
+	$(BIN)/python -m tools.deploy.render --out build/manifests $(OVERLAYS)
+	$(BIN)/python -m tools.deploy.iam staging build/iam/staging
+	$(BIN)/python -m tools.deploy.iam production build/iam/production
+
+# CycloneDX SBOM of the pinned dependency tree.
+sbom: $(STAMP)
+	mkdir -p build
+	$(BIN)/cyclonedx-py requirements requirements.lock --output-reproducible -o $(CURDIR)/build/sbom.cdx.json
+	@echo "wrote build/sbom.cdx.json"
+
+# Known vulnerabilities in requirements.lock; offline it says so in one line and exits 0.
+audit: $(STAMP)
+	$(BIN)/python -m tools.audit requirements.lock
+
+# After reviewing new findings (all must be false positives), refresh the baseline in place.
+secrets-baseline: $(STAMP)
+	$(BIN)/detect-secrets scan --baseline .secrets.baseline --exclude-files '$(SECRETS_EXCLUDE)'
 
 clean:
 	rm -rf $(VENV) .asr-data .dagster-home .pytest_cache .ruff_cache

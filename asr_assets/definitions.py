@@ -23,6 +23,7 @@ from asr_assets.assets.published_scores import published_scores
 from asr_assets.assets.transcripts import transcripts
 from asr_assets.checks import ALL_CHECKS
 from asr_assets.checks.resources import DataQualityResource
+from asr_assets.executors import executor_for
 from asr_assets.observability.logging import set_environment, set_log_level
 from asr_assets.resources.athena import AthenaActivityCatalog
 from asr_assets.resources.catalog import DuckDBActivityCatalog
@@ -160,6 +161,7 @@ def _aws_inference(environ: Mapping[str, str]) -> InferenceResource:
         fallback_enabled=_flag(environ, "ASR_TRITON_FALLBACK", True),
         fallback_backend=local.backend,
         fallback_num_threads=local.num_threads,
+        tls_root_cert=_optional(environ, "ASR_TRITON_TLS_CA") or "",
     )
 
 
@@ -260,6 +262,7 @@ def build_definitions(environ: Mapping[str, str]) -> dg.Definitions:
         jobs=[score_letters_job],
         sensors=configured_sensors(new_audio_settings(environ)),
         resources=RESOURCE_FACTORIES[environment](environ),
+        executor=executor_for(environ),
     )
 
 

@@ -99,6 +99,8 @@ class TritonSettings:
     bucket_seconds: tuple[float, ...] = DEFAULT_BUCKET_SECONDS
     max_batch_size: int = 32
     max_batch_seconds: float = 480.0
+    # PEM file of the CA that signed Triton's gRPC certificate; set, the channel is TLS.
+    tls_root_cert: str = ""
 
     def __post_init__(self) -> None:
         if self.max_in_flight < 1 or self.request_batch_size < 1:
@@ -164,7 +166,11 @@ class _Transport:
             import tritonclient.http as client_module
         self._module: Any = client_module
         if self._grpc:
-            self._client: Any = client_module.InferenceServerClient(url=settings.url)
+            self._client: Any = client_module.InferenceServerClient(
+                url=settings.url,
+                ssl=bool(settings.tls_root_cert),
+                root_certificates=settings.tls_root_cert or None,
+            )
         else:
             self._client = client_module.InferenceServerClient(
                 url=settings.url,

@@ -168,6 +168,9 @@ class TritonInferenceResource(InferenceResource):
     fallback_enabled: bool = Field(default=True, description="Score locally while open.")
     fallback_backend: LocalBackend = Field(default="torch")
     fallback_num_threads: int | None = Field(default=None)
+    tls_root_cert: str = Field(
+        default="", description="CA bundle (PEM path) for TLS to Triton's gRPC port; empty: plain."
+    )
 
     def vocabulary(self) -> CtcVocabulary:
         return read_vocabulary(Path(self.model_dir))
@@ -187,6 +190,7 @@ class TritonInferenceResource(InferenceResource):
             bucket_seconds=tuple(self.bucket_seconds),
             max_batch_size=self.max_batch_size,
             max_batch_seconds=self.max_batch_seconds,
+            tls_root_cert=self.tls_root_cert,
         )
 
     def breaker(self) -> CircuitBreaker:

@@ -60,7 +60,11 @@ def test_deployment_runs_on_gpus_with_health_probes() -> None:
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert ports == {"http": 8000, "grpc": 8001, "metrics": 8002}
     args = container["args"]
-    assert any(a.startswith("--model-repository=s3://") for a in args)
+    assert "--model-repository=/models/repository" in args
+    assert "--grpc-use-ssl=true" in args
+    (init,) = pod["initContainers"]
+    assert init["command"][-2:] == ["tools.deploy.model_repository", "fetch"]
+    assert "--dest=/models/repository" in init["args"]
     assert "--strict-readiness=true" in args
     selector = deployment["spec"]["selector"]["matchLabels"]
     assert selector.items() <= deployment["spec"]["template"]["metadata"]["labels"].items()

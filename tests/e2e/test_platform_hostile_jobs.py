@@ -99,7 +99,9 @@ def test_sigkill_mid_job_then_resume_commits_each_shard_once(job_env: JobEnv) ->
     os.kill(int(record["worker_pid"]), signal.SIGKILL)
     time.sleep(1.5)  # the in-flight shard notices its launcher is gone and exits
     killed = status(job_id, instance=job_env.instance)
-    assert killed.state is JobState.IN_PROGRESS  # nothing told Dagster yet
+    # The code server may already have noticed its run worker died (FAILED); if not, the run
+    # still reads as started and resume is told the worker is dead.
+    assert killed.state in (JobState.IN_PROGRESS, JobState.FAILED)
     before = _committed(job_env.store, "out/k")
     assert 2 <= len(before) < 6
 

@@ -125,6 +125,16 @@ def test_letter_scoring_job_agrees_with_the_daily_graph(job_env: JobEnv) -> None
             if theirs["start_s"] is not None:
                 assert mine["start_s"] == pytest.approx(theirs["start_s"], abs=0.021)
         compared += 1
+    graph_errors = pq.read_table(
+        next((job_env.store / f"results/errors/activity_date={DAY}").glob("part-*.parquet"))
+    ).to_pylist()
+    for error in graph_errors:
+        key = key_of.get((error["activity_id"], error["phrase_index"]))
+        if key is None:
+            continue
+        assert job_rows[key]["status"] == "error"
+        assert job_rows[key]["reason_code"] == error["reason_code"]
+        compared += 1
     assert compared == len(whole)
 
 

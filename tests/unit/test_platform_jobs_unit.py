@@ -244,3 +244,14 @@ def test_parquet_manifests_stream_too(tmp_path: Path) -> None:
     request = JobRequest(workload="letter-scoring:1", manifest="p/m.parquet", output_prefix="o")
     plan = build_inputs(store, "j", request, LETTERS, 2)
     assert plan.accepted == 3 and plan.shards == 2
+
+
+def test_the_code_location_carries_the_job_assets_and_job() -> None:
+    from asr_assets.definitions import defs
+
+    definitions = defs()
+    job = definitions.resolve_job_def("asr_job")
+    assert job.partitions_def is not None and job.partitions_def.name == "jobs"
+    keys = {key.to_user_string() for key in definitions.resolve_all_asset_keys()}
+    assert {"job_inputs", "job_outputs", "job_report", "letter_scores"} <= keys
+    assert {"workloads", "workload_launcher", "store"} <= set(definitions.resources)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from asr_assets.platform.jobs import JobRequest, JobState, resume, results, status, submit
+from asr_assets.platform.jobs import JobRequest, JobState, results, resume, status, submit
 from tests.support.data import tone, wav_bytes
 from tests.support.jobs import JobEnv, job_env, launches, scripted_workload, wait_for
 

@@ -113,12 +113,12 @@ def test_letter_scoring_job_agrees_with_the_daily_graph(job_env: JobEnv) -> None
         assert row["n_correct"] == phrase["n_correct"]
         assert row["accuracy"] == pytest.approx(phrase["accuracy"])
         graph_letters = [
-            l
-            for l in letters
-            if (l["activity_id"], l["phrase_index"])
+            letter
+            for letter in letters
+            if (letter["activity_id"], letter["phrase_index"])
             == (phrase["activity_id"], phrase["phrase_index"])
         ]
-        assert [l["status"] for l in row["letters"]] == [l["status"] for l in graph_letters]
+        assert [x["status"] for x in row["letters"]] == [x["status"] for x in graph_letters]
         for mine, theirs in zip(row["letters"], graph_letters, strict=True):
             assert mine["recognized"] == theirs["recognized"]
             assert mine["confidence"] == pytest.approx(theirs["confidence"], abs=2e-3)

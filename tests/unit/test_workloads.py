@@ -77,7 +77,7 @@ def test_resolve_picks_the_newest_matching_version(tmp_path: Path) -> None:
     assert registry.resolve("asr-x:1.2").version == "1.2.5"
     assert registry.resolve("asr-x").version == "2.0.0"
     assert registry.resolve("asr-x:1.0.0").version == "1.0.0"
-    with pytest.raises(UnknownWorkloadError, match="have 1.0.0, 1.2.5, 1.10.0, 2.0.0"):
+    with pytest.raises(UnknownWorkloadError, match=r"have 1\.0\.0, 1\.2\.5, 1\.10\.0, 2\.0\.0"):
         registry.resolve("asr-x:3")
     with pytest.raises(UnknownWorkloadError, match="no workload named 'nope'"):
         registry.resolve("nope:1")

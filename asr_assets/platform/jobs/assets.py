@@ -6,7 +6,6 @@ counts, errors by reason and usage, and its blocking check fails the run when sh
 (their good neighbours stay committed; a rerun retries only the failed ones).
 """
 
-
 import json
 import os
 import socket

@@ -180,9 +180,16 @@ def submit(request: JobRequest, *, instance: dg.DagsterInstance | None = None) -
         if dagster.has_dynamic_partition(job_partitions.name, job_id):  # type: ignore[arg-type]
             raise JobExistsError(f"job {job_id} already exists")
         dagster.add_dynamic_partitions(job_partitions.name, [job_id])  # type: ignore[arg-type]
-        run_id = _launch(
-            dagster, run_config_for(request, manifest.ref), job_tags(request, manifest.ref, job_id)
-        )
+        try:
+            run_id = _launch(
+                dagster,
+                run_config_for(request, manifest.ref),
+                job_tags(request, manifest.ref, job_id),
+            )
+        except BaseException:
+            # No run, no job: the id stays free for a retry of the submission.
+            dagster.delete_dynamic_partition(job_partitions.name, job_id)  # type: ignore[arg-type]
+            raise
     log.info("job_submitted", job_id=job_id, run_id=run_id, workload=manifest.ref)
     return job_id
 

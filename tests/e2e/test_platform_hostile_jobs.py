@@ -11,7 +11,15 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from asr_assets.platform.jobs import JobRequest, JobState, results, resume, status, submit
+from asr_assets.platform.jobs import (
+    JobRequest,
+    JobState,
+    cancel,
+    results,
+    resume,
+    status,
+    submit,
+)
 from tests.support.data import tone, wav_bytes
 from tests.support.jobs import JobEnv, job_env, launches, scripted_workload, wait_for
 
@@ -122,3 +130,29 @@ def test_sigkill_mid_job_then_resume_commits_each_shard_once(job_env: JobEnv) ->
         for k in pq.read_table(f)["key"].to_pylist()
     )
     assert written == sorted(keys)
+
+
+def test_cancel_terminates_a_running_job_and_its_workload(job_env: JobEnv) -> None:
+    scripted_workload(job_env.workloads)
+    _audio(job_env.store, "long", 1)
+    params = {"prefix": "long", "shard_0": "slow", "slow_s": "120"}
+    job_id = submit(
+        JobRequest(workload="scripted", input_prefix="long", output_prefix="out/c", params=params),
+        instance=job_env.instance,
+    )
+    log = job_env.store / "long" / "launches.log"
+    deadline = time.monotonic() + 120
+    while not log.exists():
+        assert time.monotonic() < deadline, "the shard never started"
+        time.sleep(0.2)
+    shard_pid = int(log.read_text().split()[1])
+    assert cancel(job_id, instance=job_env.instance).state in (
+        JobState.IN_PROGRESS,
+        JobState.CANCELED,
+    )
+    final = wait_for(job_id, job_env.instance, timeout_s=60)
+    assert final.state is JobState.CANCELED
+    time.sleep(0.5)
+    with pytest.raises(ProcessLookupError):
+        os.kill(shard_pid, 0)  # the workload's process group went with the run
+    assert not (job_env.store / "out/c/shards").exists()

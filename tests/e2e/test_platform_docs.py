@@ -42,5 +42,5 @@ def test_quickstart_runs_both_jobs(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     lines = done.stdout.splitlines()
     assert sum(line.startswith("COMPLETED ") for line in lines) == 2, done.stdout
-    assert lines[-1] == "1 files scored"
+    assert "1 files scored" in lines
     assert list((store / "jobs" / "first-transcription" / "shards").glob("*/_SUCCESS"))

@@ -169,6 +169,7 @@ def check_row(
     prefixes: list[str],
     field_types: Mapping[str, pa.DataType],
     store: ObjectStore,
+    probe: bool = True,
 ) -> tuple[dict[str, Any] | None, tuple[str, ReasonCode, str] | None]:
     """An accepted input row, or the rejection (key, reason, message)."""
     key = row.get("key")
@@ -188,7 +189,8 @@ def check_row(
         size = store.size(key)
     if size is None:
         return None, (key, ReasonCode.AUDIO_MISSING, "audio object does not exist")
-    accepted = {"key": key, "size": int(size), "duration_s": probe_duration(store, key)}
+    duration = probe_duration(store, key) if probe else None
+    accepted = {"key": key, "size": int(size), "duration_s": duration}
     accepted.update({name: row.get(name) for name in field_types})
     return accepted, None
 
@@ -244,7 +246,8 @@ def build_inputs(
     """Stream the inputs into shard tables of `shard_size` files; refused rows to `rejected`.
 
     Memory is one shard of rows, whatever the size of the listing or manifest. An existing plan
-    of the same job is reused as it is, so a rerun sees the same shards.
+    of the same job is reused as it is, so a rerun sees the same shards. Probing durations reads
+    each file once more (a GET per file on S3); `params.probe_durations: "false"` skips it.
     """
     existing = read_input_plan(store, request)
     if existing is not None and existing.job_id == job_id:
@@ -252,6 +255,7 @@ def build_inputs(
         return existing
     keys = job_keys(request.output_prefix)
     prefixes = allowed_prefixes(request)
+    probe = request.params.get("probe_durations", "true").lower() not in ("false", "0", "no")
     field_types = manifest.field_types()
     schema = input_schema(manifest)
     plan = InputPlan(job_id=job_id, shard_size=shard_size)
@@ -268,7 +272,7 @@ def build_inputs(
 
     for row in iter_candidates(store, request, manifest):
         plan.files += 1
-        accepted, refusal = check_row(row, prefixes, field_types, store)
+        accepted, refusal = check_row(row, prefixes, field_types, store, probe)
         if refusal is not None:
             rejected_by_reason[refusal[1].value] += 1
             rejected.append(dict(zip(REJECTED_SCHEMA.names, refusal, strict=True)))

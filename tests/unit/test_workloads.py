@@ -112,3 +112,25 @@ def test_unknown_fields_are_refused(tmp_path: Path) -> None:
     _write(tmp_path, "w", BASE.format(name="extra", version="1.0.0") + "gpus: 2\n")
     with pytest.raises(RegistryError, match="gpus: Extra inputs are not permitted"):
         WorkloadRegistry.from_folders([tmp_path])
+
+
+def test_pinned_model_hash_matches_the_shipped_model_and_is_enforced() -> None:
+    from asr_assets.inference.model_dir import verify_checksums
+    from asr_assets.platform.workloads.registry import REPO_ROOT
+    from asr_assets.platform.workloads.runtime import (
+        ModelMismatchError,
+        ShardSpec,
+        check_model,
+        model_dir_for,
+    )
+
+    manifest = WorkloadRegistry.from_environment({}).resolve("letter-scoring:1")
+    model_dir = manifest.model_path(REPO_ROOT)
+    assert verify_checksums(Path(model_dir)) == manifest.model.sha256
+    spec = ShardSpec("j", 0, "i", "o", {}, model=model_dir, model_sha256=manifest.model.sha256)
+    assert model_dir_for(spec) == (model_dir, manifest.model.sha256)
+    own = ShardSpec("j", 0, "i", "o", {}, params={"model_dir": "/m"}, model=model_dir)
+    assert model_dir_for(own) == ("/m", None)  # a job's own model is checked by its checksums
+    check_model(manifest.model.sha256, manifest.model.sha256)
+    with pytest.raises(ModelMismatchError, match="not the pinned"):
+        check_model(manifest.model.sha256, "0" * 64)

@@ -189,6 +189,7 @@ def _extras(
         "store": store_spec(store),
         "params": dict(request.params),
         "model": manifest.model_path(REPO_ROOT),
+        "model_sha256": manifest.model.sha256 if manifest.model else None,
     }
 
 

@@ -24,7 +24,14 @@ from asr_assets.core.errors import PhraseError, ReasonCode
 from asr_assets.core.models import EXPECTED_TEXT_PATTERN, ModelInfo, Transcript
 from asr_assets.core.scoring import DEFAULT_ACCEPT_SUPPORT, score_phrase
 from asr_assets.inference.base import Emissions, InferenceEngine, InferenceError
-from asr_assets.platform.workloads.runtime import ShardSpec, ShardTally, load_audio, serve
+from asr_assets.platform.workloads.runtime import (
+    ShardSpec,
+    ShardTally,
+    check_model,
+    load_audio,
+    model_dir_for,
+    serve,
+)
 from asr_assets.resources.inference import (
     LOCAL_MAX_BATCH_SECONDS,
     LOCAL_MAX_BATCH_SIZE,
@@ -139,9 +146,7 @@ def process(
     tally: ShardTally,
     pipes: PipesContext,
 ) -> Iterator[dict[str, object]]:
-    model_dir = spec.params.get("model_dir") or spec.model
-    if not model_dir:
-        raise ValueError("letter-scoring needs a model directory (manifest model or model_dir)")
+    model_dir, pinned = model_dir_for(spec)
     span_mode = SpanMode(spec.params.get("span_mode", SpanMode.AUTO.value))
     raw_support = spec.params.get("accept_support")
     accept_support = float(raw_support) if raw_support else DEFAULT_ACCEPT_SUPPORT
@@ -157,6 +162,7 @@ def process(
     )
     pipes.log.info(f"model {engine.model.name}@{engine.model.version}")
     try:
+        check_model(pinned, engine.model.sha256)
         chunk: list[dict[str, object]] = []
         for row in rows:
             chunk.append(row)

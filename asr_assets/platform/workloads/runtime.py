@@ -68,6 +68,7 @@ class ShardSpec:
     params: dict[str, str] = field(default_factory=dict)
     output_columns: list[tuple[str, str]] = field(default_factory=list)
     model: str | None = None
+    model_sha256: str | None = None
     tenant: str = "default"
 
     def output_schema(self) -> pa.Schema:
@@ -89,8 +90,28 @@ class ShardSpec:
             params={str(k): str(v) for k, v in dict(extras.get("params") or {}).items()},
             output_columns=[(str(n), str(t)) for n, t in extras.get("output_columns") or []],
             model=extras.get("model"),
+            model_sha256=extras.get("model_sha256"),
             tenant=str(extras.get("tenant") or "default"),
         )
+
+
+class ModelMismatchError(RuntimeError):
+    """The model on disk is not the one the workload manifest pins."""
+
+
+def model_dir_for(spec: ShardSpec) -> tuple[str, str | None]:
+    """The model directory and the sha256 it must have: the manifest's pinned model, unless the
+    job names its own (`params.model_dir`), which is then only verified against its checksums."""
+    if spec.params.get("model_dir"):
+        return spec.params["model_dir"], None
+    if not spec.model:
+        raise ValueError("this workload needs a model (manifest `model` or params.model_dir)")
+    return spec.model, spec.model_sha256
+
+
+def check_model(expected: str | None, actual: str) -> None:
+    if expected is not None and expected != actual:
+        raise ModelMismatchError(f"model sha256 {actual[:12]} is not the pinned {expected[:12]}")
 
 
 @dataclass

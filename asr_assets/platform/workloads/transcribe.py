@@ -29,7 +29,14 @@ from asr_assets.core.models import ModelInfo
 from asr_assets.core.transcription import ctc_transcribe
 from asr_assets.inference.local import frame_stride_samples
 from asr_assets.inference.model_dir import CHECKSUM_FILE, model_info, verify_checksums
-from asr_assets.platform.workloads.runtime import ShardSpec, ShardTally, load_audio, serve
+from asr_assets.platform.workloads.runtime import (
+    ShardSpec,
+    ShardTally,
+    check_model,
+    load_audio,
+    model_dir_for,
+    serve,
+)
 from asr_assets.resources.object_store import ObjectStore
 
 
@@ -87,12 +94,11 @@ def process(
     tally: ShardTally,
     pipes: PipesContext,
 ) -> Iterator[dict[str, object]]:
-    model_dir = spec.params.get("model_dir") or spec.model
-    if not model_dir:
-        raise ValueError("transcribe needs a model directory (manifest model or model_dir)")
+    model_dir, pinned = model_dir_for(spec)
     threads = int(spec.params["threads"]) if spec.params.get("threads") else None
     transcriber = CtcTranscriber(Path(model_dir), threads)
     model = transcriber.model
+    check_model(pinned, model.sha256)
     pipes.log.info(f"model {model.name}@{model.version}")
     for row in rows:
         key = str(row["key"])

@@ -39,6 +39,7 @@ from asr_assets.platform.jobs.shards import (
     read_input_plan,
     shard_input_keys,
     staging_key,
+    validate_output,
 )
 from asr_assets.platform.workloads.models import WorkloadManifest
 from asr_assets.platform.workloads.registry import (
@@ -209,7 +210,7 @@ def run_one_shard(
     if run.reason is None:
         inputs = shard_input_keys(store, request.output_prefix, shard)
         try:
-            _table, errors, ok = _validate(store, staged, manifest, inputs)
+            _table, errors, ok = validate_output(store, staged, manifest.output_schema(), inputs)
         except BadOutputError as exc:
             run.reason, run.message = ReasonCode.SHARD_BAD_OUTPUT, str(exc)
         else:
@@ -235,12 +236,6 @@ def run_one_shard(
     if store.exists(staged):
         store.delete(staged)
     return None, run
-
-
-def _validate(store: ObjectStore, staged: str, manifest: WorkloadManifest, inputs: list[str]):
-    from asr_assets.platform.jobs.shards import validate_output
-
-    return validate_output(store, staged, manifest.output_schema(), inputs)
 
 
 @dg.asset(

@@ -260,3 +260,21 @@ def test_the_code_location_carries_the_job_assets_and_job() -> None:
     keys = {key.to_user_string() for key in definitions.resolve_all_asset_keys()}
     assert {"job_inputs", "job_outputs", "job_report", "letter_scores"} <= keys
     assert {"workloads", "workload_launcher", "store"} <= set(definitions.resources)
+
+
+def test_a_failing_batch_is_retried_clip_by_clip_so_one_bad_file_fails_alone() -> None:
+    from asr_assets.core.errors import PhraseError
+    from asr_assets.inference.base import Emissions, InferenceError
+    from asr_assets.platform.workloads.letter_scoring import _infer
+
+    class OneBadClipEngine:  # unit-test stand-in: fails any batch holding an empty clip
+        def infer(self, clips: list[np.ndarray]) -> list[Emissions]:
+            if any(c.size == 0 for c in clips):
+                raise InferenceError("empty clip")
+            return [Emissions(np.zeros((c.size, 3), np.float32), 0.02) for c in clips]
+
+    clips = [np.ones(4, np.float32), np.zeros(0, np.float32), np.ones(6, np.float32)]
+    outputs = _infer(OneBadClipEngine(), clips)  # type: ignore[arg-type]
+    assert [type(o).__name__ for o in outputs] == ["Emissions", "PhraseError", "Emissions"]
+    assert outputs[2].num_frames == 6
+    assert isinstance(outputs[1], PhraseError) and outputs[1].reason == "inference_failed"

@@ -57,8 +57,9 @@ def _infer(engine: InferenceEngine, clips: list[np.ndarray]) -> list[Emissions |
     """A failed batch is retried clip by clip so one bad file fails alone (as in the graph)."""
     try:
         return list(engine.infer(clips))
-    except InferenceError:
-        pass
+    except InferenceError as batch_error:
+        if len(clips) == 1:
+            return [PhraseError(ReasonCode.INFERENCE_FAILED, str(batch_error))]
     outputs: list[Emissions | PhraseError] = []
     for clip in clips:
         try:

@@ -268,4 +268,7 @@ def build_definitions(environ: Mapping[str, str]) -> dg.Definitions:
 
 @dg.definitions
 def defs() -> dg.Definitions:
-    return build_definitions(os.environ)
+    # Platform jobs (docs/platform.md): their assets, job and resources; the store is shared.
+    from asr_assets.platform.jobs.assets import job_definitions
+
+    return dg.Definitions.merge(build_definitions(os.environ), job_definitions(os.environ))

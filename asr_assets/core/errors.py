@@ -55,6 +55,13 @@ class ReasonCode(StrEnum):
     ALIGNMENT_FAILED = "alignment_failed"
     # Upstream stage produced no row for the phrase (should never happen; counted, not hidden)
     MISSING_UPSTREAM = "missing_upstream"
+    # Platform jobs (asr_assets/platform/jobs): inputs refused, and shards that failed
+    KEY_OUTSIDE_PREFIX = "key_outside_prefix"
+    MISSING_FIELD = "missing_field"
+    SHARD_NONZERO_EXIT = "shard_nonzero_exit"
+    SHARD_TIMEOUT = "shard_timeout"
+    SHARD_BAD_OUTPUT = "shard_bad_output"
+    SHARD_LAUNCH_FAILED = "shard_launch_failed"
 
 
 class PhraseError(Exception):

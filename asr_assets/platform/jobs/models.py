@@ -50,6 +50,11 @@ class JobRequest(BaseModel):
     job_id: str | None = Field(
         default=None, description="client-chosen id, else generated (a dynamic partition key)"
     )
+    key_prefixes: list[str] = Field(
+        default_factory=list,
+        description="prefixes every audio key must lie under (e.g. the tenant's); empty: the "
+        "input prefix, or the manifest's own folder",
+    )
 
     @model_validator(mode="after")
     def _one_input(self) -> JobRequest:

@@ -36,7 +36,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import dagster as dg
 from pydantic import Field, PrivateAttr
@@ -187,6 +187,15 @@ class S3ObjectStore(ObjectStore):
     )
     connect_timeout_s: float = Field(default=3.0, gt=0)
     read_timeout_s: float = Field(default=20.0, gt=0)
+    server_side_encryption: Literal["aws:kms", "AES256"] | None = Field(
+        default="aws:kms",
+        description="SSE on every PUT and COPY this store makes (children's audio and results);"
+        " None leaves it to the bucket default.",
+    )
+    kms_key_id: str | None = Field(
+        default=None,
+        description="KMS key id or ARN for aws:kms (ASR_S3_KMS_KEY_ID); None: the AWS managed key.",
+    )
 
     _client_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
     _s3_client: Any = PrivateAttr(default=None)
@@ -432,13 +441,60 @@ class S3ObjectStore(ObjectStore):
             self._store_in_cache(full_key, data, etag)
         return data
 
+    def encryption_arguments(self) -> dict[str, str]:
+        """SSE request parameters for PutObject and CopyObject (a copy does not inherit SSE)."""
+        if self.server_side_encryption is None:
+            return {}
+        arguments = {"ServerSideEncryption": self.server_side_encryption}
+        if self.server_side_encryption == "aws:kms" and self.kms_key_id:
+            arguments["SSEKMSKeyId"] = self.kms_key_id
+        return arguments
+
     def write_bytes(self, key: str, data: bytes) -> None:
         full_key = self._full_key(key)
+        sse = self.encryption_arguments()
         self._call(
             "PutObject",
-            lambda: self.client().put_object(Bucket=self.bucket, Key=full_key, Body=data),
+            lambda: self.client().put_object(Bucket=self.bucket, Key=full_key, Body=data, **sse),
             key,
         )
+
+    def forget_cached(self, key: str) -> None:
+        """Remove the local read-cache copy of `key` (its ref and its blob)."""
+        full_key = self._full_key(key)
+        ref = self._load_ref(full_key)
+        self._ref_path(full_key).unlink(missing_ok=True)
+        if ref is not None:
+            self._blob_path(ref.sha256).unlink(missing_ok=True)
+
+    def prune_local_cache(self, *, max_bytes: int, ttl_s: float, now: float) -> int:
+        """Enforce the local read cache's TTL and size cap; oldest blobs go first.
+
+        Returns the number of blobs removed. Refs whose blob is gone are ignored on read
+        (`_load_ref`), so removing a blob alone is safe.
+        """
+        root = self._cache_root() / "objects"
+        if not root.is_dir():
+            return 0
+        blobs = sorted(
+            (
+                (path.stat().st_mtime, path.stat().st_size, path)
+                for path in root.rglob("*")
+                if path.is_file()
+            ),
+            key=lambda item: item[0],
+        )
+        total = sum(size for _, size, _ in blobs)
+        removed = 0
+        for mtime, size, path in blobs:
+            if now - mtime <= ttl_s and total <= max_bytes:
+                continue
+            path.unlink(missing_ok=True)
+            total -= size
+            removed += 1
+        if removed:
+            log.info("s3_cache_pruned", removed=removed, remaining_bytes=total, status="ok")
+        return removed
 
     def size(self, key: str) -> int | None:
         full_key = self._full_key(key)
@@ -493,6 +549,7 @@ class S3ObjectStore(ObjectStore):
                 Bucket=self.bucket,
                 Key=target,
                 CopySource={"Bucket": self.bucket, "Key": source},
+                **self.encryption_arguments(),
             ),
             source_key,
         )

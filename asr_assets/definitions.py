@@ -160,6 +160,10 @@ def _aws_inference(environ: Mapping[str, str]) -> InferenceResource:
         fallback_enabled=_flag(environ, "ASR_TRITON_FALLBACK", True),
         fallback_backend=local.backend,
         fallback_num_threads=local.num_threads,
+        tls=_flag(environ, "ASR_TRITON_TLS", False),
+        tls_ca_file=_optional(environ, "ASR_TRITON_TLS_CA"),
+        tls_client_cert_file=_optional(environ, "ASR_TRITON_TLS_CLIENT_CERT"),
+        tls_client_key_file=_optional(environ, "ASR_TRITON_TLS_CLIENT_KEY"),
     )
 
 
@@ -201,6 +205,9 @@ def aws_resources(environ: Mapping[str, str]) -> dict[str, dg.ConfigurableResour
         cache_dir=str(Path(environ.get("ASR_S3_CACHE_DIR", DEFAULT_S3_CACHE_DIR)).resolve()),
         min_free_bytes=int(_number(environ, "ASR_S3_CACHE_MIN_FREE_MB", 512) * 1024 * 1024),
         max_concurrent_downloads=int(_number(environ, "ASR_S3_MAX_CONCURRENT_DOWNLOADS", 8)),
+        # Privacy (docs/privacy.md): SSE-KMS on every write, with the key from deploy/.
+        server_side_encryption=_optional(environ, "ASR_S3_SSE") or "aws:kms",
+        kms_key_id=_optional(environ, "ASR_S3_KMS_KEY_ID"),
     )
     catalog = AthenaActivityCatalog(
         database=needed["ASR_ATHENA_DATABASE"],

@@ -99,6 +99,34 @@ class TritonSettings:
     bucket_seconds: tuple[float, ...] = DEFAULT_BUCKET_SECONDS
     max_batch_size: int = 32
     max_batch_seconds: float = 480.0
+    # TLS to Triton (docs/privacy.md: children's audio crosses the network here). The CA file
+    # verifies the server; the client certificate and key are for mutual TLS.
+    tls: bool = False
+    tls_ca_file: str | None = None
+    tls_client_cert_file: str | None = None
+    tls_client_key_file: str | None = None
+
+    def tls_client_kwargs(self) -> dict[str, Any]:
+        """tritonclient's own TLS options for this protocol (empty without TLS)."""
+        if not self.tls:
+            return {}
+        if self.protocol is TritonProtocol.GRPC:
+            return {
+                "ssl": True,
+                "root_certificates": self.tls_ca_file,
+                "private_key": self.tls_client_key_file,
+                "certificate_chain": self.tls_client_cert_file,
+            }
+        options = {
+            name: value
+            for name, value in (
+                ("ca_certs", self.tls_ca_file),
+                ("certfile", self.tls_client_cert_file),
+                ("keyfile", self.tls_client_key_file),
+            )
+            if value
+        }
+        return {"ssl": True, "ssl_options": options}
 
     def __post_init__(self) -> None:
         if self.max_in_flight < 1 or self.request_batch_size < 1:
@@ -163,13 +191,15 @@ class _Transport:
         else:
             import tritonclient.http as client_module
         self._module: Any = client_module
+        tls = settings.tls_client_kwargs()
         if self._grpc:
-            self._client: Any = client_module.InferenceServerClient(url=settings.url)
+            self._client: Any = client_module.InferenceServerClient(url=settings.url, **tls)
         else:
             self._client = client_module.InferenceServerClient(
                 url=settings.url,
                 connection_timeout=timeout_s,
                 network_timeout=timeout_s,
+                **tls,
             )
 
     def _timeout_kwargs(self) -> dict[str, float]:

@@ -129,6 +129,10 @@ class LocalInferenceResource(InferenceResource):
             num_threads=self.num_threads,
             max_batch_size=self.max_batch_size,
             max_batch_seconds=self.max_batch_seconds,
+            tls=self.tls,
+            tls_ca_file=self.tls_ca_file,
+            tls_client_cert_file=self.tls_client_cert_file,
+            tls_client_key_file=self.tls_client_key_file,
         )
         try:
             yield engine
@@ -168,6 +172,10 @@ class TritonInferenceResource(InferenceResource):
     fallback_enabled: bool = Field(default=True, description="Score locally while open.")
     fallback_backend: LocalBackend = Field(default="torch")
     fallback_num_threads: int | None = Field(default=None)
+    tls: bool = Field(default=False, description="TLS to Triton (ASR_TRITON_TLS).")
+    tls_ca_file: str | None = Field(default=None, description="CA bundle (ASR_TRITON_TLS_CA).")
+    tls_client_cert_file: str | None = Field(default=None, description="mTLS client certificate.")
+    tls_client_key_file: str | None = Field(default=None, description="mTLS client key.")
 
     def vocabulary(self) -> CtcVocabulary:
         return read_vocabulary(Path(self.model_dir))

@@ -36,10 +36,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import dagster as dg
-from pydantic import Field, PrivateAttr
+from pydantic import Field, PrivateAttr, field_validator
 
 from asr_assets.core.storage import validate_key
 from asr_assets.observability.logging import get_logger
@@ -86,6 +86,7 @@ RETRYABLE_ERROR_CODES = frozenset(
 )
 _NOT_FOUND_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
 _DELETE_BATCH = 1000  # DeleteObjects limit
+SSE_MODES = ("aws:kms", "AES256", "none")
 
 
 _SESSIONS: dict[str | None, Any] = {}
@@ -187,10 +188,10 @@ class S3ObjectStore(ObjectStore):
     )
     connect_timeout_s: float = Field(default=3.0, gt=0)
     read_timeout_s: float = Field(default=20.0, gt=0)
-    server_side_encryption: Literal["aws:kms", "AES256"] | None = Field(
+    server_side_encryption: str = Field(
         default="aws:kms",
-        description="SSE on every PUT and COPY this store makes (children's audio and results);"
-        " None leaves it to the bucket default.",
+        description="SSE on every PUT and COPY this store makes (children's audio and results):"
+        " aws:kms, AES256, or none to leave it to the bucket default (ASR_S3_SSE).",
     )
     kms_key_id: str | None = Field(
         default=None,
@@ -441,9 +442,16 @@ class S3ObjectStore(ObjectStore):
             self._store_in_cache(full_key, data, etag)
         return data
 
+    @field_validator("server_side_encryption")
+    @classmethod
+    def _known_sse(cls, value: str) -> str:
+        if value not in SSE_MODES:
+            raise ValueError(f"server_side_encryption must be one of {', '.join(SSE_MODES)}")
+        return value
+
     def encryption_arguments(self) -> dict[str, str]:
         """SSE request parameters for PutObject and CopyObject (a copy does not inherit SSE)."""
-        if self.server_side_encryption is None:
+        if self.server_side_encryption == "none":
             return {}
         arguments = {"ServerSideEncryption": self.server_side_encryption}
         if self.server_side_encryption == "aws:kms" and self.kms_key_id:

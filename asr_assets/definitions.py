@@ -261,12 +261,23 @@ def build_definitions(environ: Mapping[str, str]) -> dg.Definitions:
         set_log_level(_optional(environ, "ASR_LOG_LEVEL"))
     except ValueError as exc:
         raise EnvironmentConfigError(f"ASR_LOG_LEVEL: {exc}") from None
-    return dg.Definitions(
+    definitions = dg.Definitions(
         assets=ALL_ASSETS,
         asset_checks=ALL_CHECKS,
         jobs=[score_letters_job],
         sensors=configured_sensors(new_audio_settings(environ)),
         resources=RESOURCE_FACTORIES[environment](environ),
+    )
+    return dg.Definitions.merge(definitions, operations_definitions(environment))
+
+
+def operations_definitions(environment: AsrEnvironment) -> dg.Definitions:
+    """Privacy and SLO operations (docs/privacy.md, docs/slo.md), self-contained."""
+    from asr_assets.assets.privacy import privacy_retention, retention_schedule
+
+    return dg.Definitions(
+        jobs=[privacy_retention],
+        schedules=[retention_schedule(running=environment is AsrEnvironment.AWS)],
     )
 
 

@@ -129,10 +129,6 @@ class LocalInferenceResource(InferenceResource):
             num_threads=self.num_threads,
             max_batch_size=self.max_batch_size,
             max_batch_seconds=self.max_batch_seconds,
-            tls=self.tls,
-            tls_ca_file=self.tls_ca_file,
-            tls_client_cert_file=self.tls_client_cert_file,
-            tls_client_key_file=self.tls_client_key_file,
         )
         try:
             yield engine
@@ -195,6 +191,10 @@ class TritonInferenceResource(InferenceResource):
             bucket_seconds=tuple(self.bucket_seconds),
             max_batch_size=self.max_batch_size,
             max_batch_seconds=self.max_batch_seconds,
+            tls=self.tls,
+            tls_ca_file=self.tls_ca_file,
+            tls_client_cert_file=self.tls_client_cert_file,
+            tls_client_key_file=self.tls_client_key_file,
         )
 
     def breaker(self) -> CircuitBreaker:

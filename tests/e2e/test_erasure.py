@@ -162,3 +162,9 @@ def test_erasure_leaves_no_trace_and_is_idempotent(scored_store: Path) -> None:
     assert [e.action.value for e in events] == ["erase", "erase"]
     assert {e.actor for e in events} == {"test:dpo"}
     assert all(e.subject_hashes == [hashed] for e in events)
+
+    # Reading results from the CLI is an audited access too.
+    assert cli.main(["summary", DAYS[0].isoformat()]) == 0
+    reads = [e for e in read_audit(store) if e.action.value == "read_results"]
+    assert len(reads) == 1 and reads[0].actor == "test:dpo" and reads[0].channel == "cli"
+    assert reads[0].resource == f"results/activity_date={DAYS[0].isoformat()}"

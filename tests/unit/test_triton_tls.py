@@ -87,3 +87,30 @@ def test_grpc_tls_options_map_to_tritonclient_arguments() -> None:
     assert TritonSettings(url="t:8001", model_name="m").tls_client_kwargs() == {}
     # tritonclient accepts them (a gRPC channel connects lazily).
     _Transport(settings.__class__(url="127.0.0.1:1", model_name="m", tls=True), timeout_s=1.0)
+
+
+def test_the_resource_and_the_aws_environment_pass_tls_through(tmp_path: Path) -> None:
+    from asr_assets.definitions import build_definitions
+
+    definitions = build_definitions(
+        {
+            "ASR_ENV": "aws",
+            "ASR_S3_BUCKET": "b",
+            "ASR_ATHENA_DATABASE": "d",
+            "ASR_ATHENA_OUTPUT_LOCATION": "s3://b/athena/",
+            "ASR_APPSYNC_URL": "https://x.appsync-api.eu-west-1.amazonaws.com/graphql",
+            "ASR_TRITON_URL": "triton:8001",
+            "ASR_TRITON_MODEL": "letters",
+            "ASR_TRITON_TLS": "true",
+            "ASR_TRITON_TLS_CA": "/etc/ca.pem",
+            "ASR_S3_KMS_KEY_ID": "alias/asr-data",
+            "ASR_S3_CACHE_DIR": str(tmp_path),
+        }
+    )
+    settings = definitions.resources["inference"]._settings()
+    assert settings.tls is True and settings.tls_ca_file == "/etc/ca.pem"
+    store = definitions.resources["store"]
+    assert store.encryption_arguments() == {
+        "ServerSideEncryption": "aws:kms",
+        "SSEKMSKeyId": "alias/asr-data",
+    }

@@ -274,10 +274,15 @@ def build_definitions(environ: Mapping[str, str]) -> dg.Definitions:
 def operations_definitions(environment: AsrEnvironment) -> dg.Definitions:
     """Privacy and SLO operations (docs/privacy.md, docs/slo.md), self-contained."""
     from asr_assets.assets.privacy import privacy_retention, retention_schedule
+    from asr_assets.assets.slo import slo_report, slo_report_schedule
 
     return dg.Definitions(
+        assets=[slo_report],
         jobs=[privacy_retention],
-        schedules=[retention_schedule(running=environment is AsrEnvironment.AWS)],
+        schedules=[
+            retention_schedule(running=environment is AsrEnvironment.AWS),
+            slo_report_schedule,
+        ],
     )
 
 

@@ -29,9 +29,7 @@ def test_slo_report_reads_the_run_history(tmp_path: Path, tiny_model_dir: Path) 
             instance=instance,
         )
         assert scored.success
-        result = dg.materialize(
-            [slo_report], resources=definitions.resources, instance=instance
-        )
+        result = dg.materialize([slo_report], resources=definitions.resources, instance=instance)
         assert result.success
         (event,) = result.get_asset_materialization_events()
         metadata = {k: v.value for k, v in event.materialization.metadata.items()}
@@ -39,9 +37,7 @@ def test_slo_report_reads_the_run_history(tmp_path: Path, tiny_model_dir: Path) 
     assert metadata["phrase_success_rate/sli"] == pytest.approx(success)
     # 50% errors against a 2% budget: a burn of 25 in every window, and both pages fire.
     for window in ("1h", "6h", "3d"):
-        assert metadata[f"phrase_success_rate/burn_{window}"] == pytest.approx(
-            (1 - success) / 0.02
-        )
+        assert metadata[f"phrase_success_rate/burn_{window}"] == pytest.approx((1 - success) / 0.02)
     assert metadata["alerting"]["phrase_success_rate"] == ["page:1h", "page:6h", "ticket:3d"]
     # The day was published long after it closed: freshness is spent; the run did not queue.
     assert metadata["partition_freshness/sli"] == 0.0

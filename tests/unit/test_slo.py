@@ -90,7 +90,10 @@ def test_cloudwatch_alarms_are_valid_requests_and_encode_the_burn_rates() -> Non
     alarms = slo_rules.cloudwatch_alarms(load_spec())
     model = botocore.session.get_session().get_service_model("cloudwatch")
     validator = ParamValidator()
-    for operation, key in (("PutMetricAlarm", "metric_alarms"), ("PutCompositeAlarm", "composite_alarms")):
+    for operation, key in (
+        ("PutMetricAlarm", "metric_alarms"),
+        ("PutCompositeAlarm", "composite_alarms"),
+    ):
         shape = model.operation_model(operation).input_shape
         for alarm in alarms[key]:
             report = validator.validate(alarm, shape)
@@ -114,14 +117,19 @@ def test_cloudwatch_alarms_are_valid_requests_and_encode_the_burn_rates() -> Non
 
 def test_prometheus_rules_cover_triton_and_gpu() -> None:
     rules = slo_rules.prometheus_rules(load_spec())
-    assert [g["name"] for g in rules["groups"]] == ["slo-triton_availability", "slo-gpu_utilization"]
+    assert [g["name"] for g in rules["groups"]] == [
+        "slo-triton_availability",
+        "slo-gpu_utilization",
+    ]
     alerts = [r for g in rules["groups"] for r in g["rules"] if "alert" in r]
     assert len(alerts) == 6 and all(a["annotations"]["runbook"] for a in alerts)
     assert "{window}" not in json.dumps(rules)
 
 
 def _emf_records(out: str) -> list[dict]:
-    return [json.loads(line) for line in out.splitlines() if line.startswith("{") and "_aws" in line]
+    return [
+        json.loads(line) for line in out.splitlines() if line.startswith("{") and "_aws" in line
+    ]
 
 
 def test_successful_stages_emit_the_slo_rollup_and_errors_by_reason(
@@ -169,7 +177,9 @@ def test_a_failed_stage_emits_a_metric_with_its_reason_code(
     record = records[0]
     assert (record["Stage"], record["ReasonCode"]) == ("alignments", "reconciliation_error")
     assert record["StageFailed"] == 1.0 and record["retryable"] is False
-    assert ["Service", "Stage", "ReasonCode"] in record["_aws"]["CloudWatchMetrics"][0]["Dimensions"]
+    assert ["Service", "Stage", "ReasonCode"] in record["_aws"]["CloudWatchMetrics"][0][
+        "Dimensions"
+    ]
 
 
 def test_failure_reason_prefers_the_phrase_reason_code() -> None:

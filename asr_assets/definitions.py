@@ -23,7 +23,11 @@ from asr_assets.assets.published_scores import published_scores
 from asr_assets.assets.transcripts import transcripts
 from asr_assets.checks import ALL_CHECKS
 from asr_assets.checks.resources import DataQualityResource
-from asr_assets.observability.logging import set_environment, set_log_level
+from asr_assets.observability.logging import (
+    set_environment,
+    set_log_level,
+    set_log_sampling_rate,
+)
 from asr_assets.resources.athena import AthenaActivityCatalog
 from asr_assets.resources.catalog import DuckDBActivityCatalog
 from asr_assets.resources.inference import (
@@ -261,6 +265,10 @@ def build_definitions(environ: Mapping[str, str]) -> dg.Definitions:
         set_log_level(_optional(environ, "ASR_LOG_LEVEL"))
     except ValueError as exc:
         raise EnvironmentConfigError(f"ASR_LOG_LEVEL: {exc}") from None
+    try:
+        set_log_sampling_rate(_optional(environ, "ASR_LOG_SAMPLING_RATE"))
+    except ValueError as exc:
+        raise EnvironmentConfigError(f"ASR_LOG_SAMPLING_RATE: {exc}") from None
     definitions = dg.Definitions(
         assets=ALL_ASSETS,
         asset_checks=ALL_CHECKS,

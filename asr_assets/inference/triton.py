@@ -53,6 +53,8 @@ from asr_assets.inference.onnx import (
     pad_batch,
 )
 from asr_assets.observability.logging import get_logger, in_current_context
+from asr_assets.observability.otel_metrics import dependency_call
+from asr_assets.observability.tracing import span
 from asr_assets.reliability.rate_limit import shared_bucket
 from asr_assets.reliability.retry import Dependency, retrying
 
@@ -259,14 +261,34 @@ class _Transport:
         # The server-side timeout (microseconds) lets Triton drop a request still queued when the
         # client has given up; the config's queue policy allows this override.
         server_timeout_us = int(self._timeout_s * 1_000_000)
-        result = self._client.infer(
-            self._settings.model_name,
-            inputs,
-            model_version=self._settings.model_version,
-            outputs=outputs,
-            timeout=server_timeout_us,
-            **self._timeout_kwargs(),
-        )
+        with (
+            span(
+                "triton.infer",
+                {
+                    "rpc.system": "grpc" if self._grpc else "http",
+                    "server.address": self._settings.url,
+                    "asr.triton.model": self._settings.model_name,
+                    "asr.triton.model_version": self._settings.model_version or "latest",
+                    "asr.batch_size": int(values.shape[0]),
+                    "asr.triton.tls": self._settings.tls,
+                },
+            ),
+            dependency_call("triton", "infer", model=self._settings.model_name),
+        ):
+            # W3C trace context: a Triton started with OpenTelemetry tracing continues the trace.
+            from opentelemetry.propagate import inject
+
+            headers: dict[str, str] = {}
+            inject(headers)
+            result = self._client.infer(
+                self._settings.model_name,
+                inputs,
+                model_version=self._settings.model_version,
+                outputs=outputs,
+                timeout=server_timeout_us,
+                headers=headers or None,
+                **self._timeout_kwargs(),
+            )
         return result.as_numpy(OUTPUT_LOG_PROBS), result.as_numpy(OUTPUT_LENGTHS)
 
     def close(self) -> None:

@@ -43,6 +43,7 @@ from pydantic import Field, PrivateAttr, field_validator
 
 from asr_assets.core.storage import validate_key
 from asr_assets.observability.logging import get_logger
+from asr_assets.observability.otel_metrics import dependency_call
 from asr_assets.observability.tracing import span
 from asr_assets.reliability.rate_limit import shared_bucket
 from asr_assets.reliability.retry import Dependency, retrying
@@ -283,7 +284,8 @@ class S3ObjectStore(ObjectStore):
 
         def attempt() -> T:
             bucket.acquire()  # per attempt: retries count against the rate too
-            return request()
+            with dependency_call("s3", operation):
+                return request()
 
         try:
             return retrying(Dependency.S3, is_retryable_s3_error)(attempt)

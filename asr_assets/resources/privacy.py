@@ -167,6 +167,8 @@ class Eraser:
             self._sweep_prefix("results/", partition, ids, counts)
             if self.publisher is not None and ids:
                 counts.add("published_records", self.publisher.retract(partition, sorted(ids)))
+            # Whatever sink wrote JSONL into the store before (a local run, another publisher).
+            self._sweep_jsonl("published/", partition, ids, counts)
         derived_keys |= self._emissions_of(clip_hashes)
         for key in sorted(derived_keys):
             counts.add("cache_objects", self._delete(key))
@@ -304,6 +306,28 @@ class Eraser:
                 counts.add("other_rows", self._filter_parquet(info.key, "activity_id", ids))
             elif not info.key.endswith("/_SUCCESS"):
                 self._scrub_json_object(info.key, ids, counts)
+
+    def _sweep_jsonl(
+        self, prefix: str, partition: str, ids: set[str], counts: ErasureCounts
+    ) -> None:
+        for info in list(self.store.iter_objects(prefix)):
+            if _partition_of(info.key) != partition or not info.key.endswith(".jsonl"):
+                continue
+            lines = self.store.read_bytes(info.key).decode().splitlines()
+            kept = [
+                line
+                for line in lines
+                if line.strip() and str(json.loads(line).get("activity_id")) not in ids
+            ]
+            removed = sum(1 for line in lines if line.strip()) - len(kept)
+            if not removed:
+                continue
+            if kept:
+                self.store.write_bytes(info.key, "".join(f"{line}\n" for line in kept).encode())
+            else:
+                self.store.delete(info.key)
+            self.store.forget_cached(info.key)
+            counts.add("published_records", removed)
 
     def _scrub_json_object(self, key: str, ids: set[str], counts: ErasureCounts) -> None:
         try:

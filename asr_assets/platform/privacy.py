@@ -16,11 +16,10 @@ import sys
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 
+from asr_assets.assets.privacy import load_policy
 from asr_assets.core.privacy import (
-    DEFAULT_RETENTION,
     AuditAction,
     PrivacyConfigError,
-    RetentionPolicy,
     SubjectKind,
     subject_hash,
 )
@@ -112,21 +111,12 @@ def erase(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     return 0
 
 
-def load_policy(path: str | None) -> RetentionPolicy:
-    if path is None:
-        return DEFAULT_RETENTION
-    import yaml
-
-    with open(path, encoding="utf-8") as handle:
-        return RetentionPolicy.model_validate(yaml.safe_load(handle))
-
-
 def retention(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     store = _resources()["store"]
     assert isinstance(store, ObjectStore)
     report = sweep_retention(
         store,
-        load_policy(args.policy or environ.get("ASR_RETENTION_POLICY") or None),
+        load_policy(args.policy or environ.get("ASR_RETENTION_POLICY") or ""),
         now=datetime.now(UTC),
         dry_run=args.dry_run,
     )

@@ -206,3 +206,22 @@ def test_erase_refuses_to_run_without_the_hash_key(
     monkeypatch.delenv("ASR_PRIVACY_HASH_KEY", raising=False)
     assert privacy_cli.main(["erase", "--student-id", "kid-1"]) == 2
     assert not (tmp_path / "privacy").exists()
+
+
+def test_retention_cli_dry_run_and_policy_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    monkeypatch.setenv("ASR_DATA_ROOT", str(tmp_path))
+    old = _plant(tmp_path, "audio/x/old.wav", 100)
+    assert privacy_cli.main(["retention", "--dry-run"]) == 0
+    assert json.loads(capsys.readouterr().out)["objects"]["raw_audio"] == 1
+    assert old.exists()
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("rules:\n  - {data_class: raw_audio, prefixes: ['audio/'], ttl_days: 365}\n")
+    assert privacy_cli.main(["retention", "--policy", str(policy)]) == 0
+    assert json.loads(capsys.readouterr().out)["objects"] == {"raw_audio": 0}
+    assert old.exists()
+    assert privacy_cli.main(["retention"]) == 0
+    assert not old.exists()

@@ -50,6 +50,7 @@ AttributeValue = str | bool | int | float
 _lock = threading.Lock()
 _configured = False
 _provider: TracerProvider | None = None
+_instrumented: list[Any] = []
 
 
 def _exporters(names: list[str]) -> list[tuple[SpanExporter, bool]]:
@@ -161,8 +162,15 @@ def instrument_libraries(provider: TracerProvider) -> list[str]:
             continue
         if not instrumentor.is_instrumented_by_opentelemetry:
             instrumentor.instrument(tracer_provider=provider)
+            _instrumented.append(instrumentor)
         done.append(name)
     return done
+
+
+def uninstrument_libraries() -> None:
+    """Undo `instrument_libraries` (the instrumentors hold the provider they were given)."""
+    while _instrumented:
+        _instrumented.pop().uninstrument()
 
 
 def use_span_exporter(exporter: SpanExporter) -> TracerProvider:
@@ -185,6 +193,7 @@ def reset_tracing() -> None:
     global _configured, _provider
     with _lock:
         provider, _provider, _configured = _provider, None, False
+    uninstrument_libraries()
     if provider is not None:
         provider.shutdown()
 

@@ -25,17 +25,12 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def traced() -> Iterator[InMemorySpanExporter]:
+    reset_tracing()  # whatever an earlier test configured, instrumentation included
     exporter = InMemorySpanExporter()
     provider = use_span_exporter(exporter)
     assert instrument_libraries(provider) == ["botocore", "httpx", "requests"]
     yield exporter
-    from opentelemetry.instrumentation.botocore import BotocoreInstrumentor
-    from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
-    from opentelemetry.instrumentation.requests import RequestsInstrumentor
-
-    for instrumentor in (BotocoreInstrumentor, HTTPXClientInstrumentor, RequestsInstrumentor):
-        instrumentor().uninstrument()
-    reset_tracing()
+    reset_tracing()  # also uninstruments the libraries
 
 
 def test_s3_and_appsync_calls_are_client_spans(

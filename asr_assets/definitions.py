@@ -24,7 +24,11 @@ from asr_assets.assets.transcripts import transcripts
 from asr_assets.checks import ALL_CHECKS
 from asr_assets.checks.resources import DataQualityResource
 from asr_assets.executors import executor_for
-from asr_assets.observability.logging import set_environment, set_log_level
+from asr_assets.observability.logging import (
+    set_environment,
+    set_log_level,
+    set_log_sampling_rate,
+)
 from asr_assets.resources.athena import AthenaActivityCatalog
 from asr_assets.resources.catalog import DuckDBActivityCatalog
 from asr_assets.resources.inference import (
@@ -161,7 +165,11 @@ def _aws_inference(environ: Mapping[str, str]) -> InferenceResource:
         fallback_enabled=_flag(environ, "ASR_TRITON_FALLBACK", True),
         fallback_backend=local.backend,
         fallback_num_threads=local.num_threads,
-        tls_root_cert=_optional(environ, "ASR_TRITON_TLS_CA") or "",
+        # A CA bundle alone turns TLS on (the deploy manifests mount one); ASR_TRITON_TLS overrides.
+        tls=_flag(environ, "ASR_TRITON_TLS", _optional(environ, "ASR_TRITON_TLS_CA") is not None),
+        tls_ca_file=_optional(environ, "ASR_TRITON_TLS_CA"),
+        tls_client_cert_file=_optional(environ, "ASR_TRITON_TLS_CLIENT_CERT"),
+        tls_client_key_file=_optional(environ, "ASR_TRITON_TLS_CLIENT_KEY"),
     )
 
 
@@ -203,6 +211,9 @@ def aws_resources(environ: Mapping[str, str]) -> dict[str, dg.ConfigurableResour
         cache_dir=str(Path(environ.get("ASR_S3_CACHE_DIR", DEFAULT_S3_CACHE_DIR)).resolve()),
         min_free_bytes=int(_number(environ, "ASR_S3_CACHE_MIN_FREE_MB", 512) * 1024 * 1024),
         max_concurrent_downloads=int(_number(environ, "ASR_S3_MAX_CONCURRENT_DOWNLOADS", 8)),
+        # Privacy (docs/privacy.md): SSE-KMS on every write, with the key from deploy/.
+        server_side_encryption=_optional(environ, "ASR_S3_SSE") or "aws:kms",
+        kms_key_id=_optional(environ, "ASR_S3_KMS_KEY_ID"),
     )
     catalog = AthenaActivityCatalog(
         database=needed["ASR_ATHENA_DATABASE"],
@@ -256,13 +267,33 @@ def build_definitions(environ: Mapping[str, str]) -> dg.Definitions:
         set_log_level(_optional(environ, "ASR_LOG_LEVEL"))
     except ValueError as exc:
         raise EnvironmentConfigError(f"ASR_LOG_LEVEL: {exc}") from None
-    return dg.Definitions(
+    try:
+        set_log_sampling_rate(_optional(environ, "ASR_LOG_SAMPLING_RATE"))
+    except ValueError as exc:
+        raise EnvironmentConfigError(f"ASR_LOG_SAMPLING_RATE: {exc}") from None
+    definitions = dg.Definitions(
         assets=ALL_ASSETS,
         asset_checks=ALL_CHECKS,
         jobs=[score_letters_job],
         sensors=configured_sensors(new_audio_settings(environ)),
         resources=RESOURCE_FACTORIES[environment](environ),
         executor=executor_for(environ),
+    )
+    return dg.Definitions.merge(definitions, operations_definitions(environment))
+
+
+def operations_definitions(environment: AsrEnvironment) -> dg.Definitions:
+    """Privacy and SLO operations (docs/privacy.md, docs/slo.md), self-contained."""
+    from asr_assets.assets.privacy import privacy_retention, retention_schedule
+    from asr_assets.assets.slo import slo_report, slo_report_schedule
+
+    return dg.Definitions(
+        assets=[slo_report],
+        jobs=[privacy_retention],
+        schedules=[
+            retention_schedule(running=environment is AsrEnvironment.AWS),
+            slo_report_schedule,
+        ],
     )
 
 

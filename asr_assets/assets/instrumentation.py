@@ -19,19 +19,22 @@ partition of the run). Together they:
 
 from __future__ import annotations
 
+import re
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
 
 from asr_assets.assets.common import ReconciliationError, StageSummary, load_sensitive_digests
-from asr_assets.core.errors import Stage
+from asr_assets.core.errors import ReasonCode, Stage
 from asr_assets.core.storage import UnsafeKeyError
 from asr_assets.inference.fallback import InferenceUnavailableError
 from asr_assets.observability.logging import get_logger, run_context
-from asr_assets.observability.metrics import emit_stage
+from asr_assets.observability.metrics import emit_slo_signal, emit_stage, emit_stage_failure
 from asr_assets.observability.tracing import run_parent_context, span
 from asr_assets.reliability.retry import retry_counts
 from asr_assets.resources.athena import AthenaQueryTimeoutError
@@ -50,6 +53,42 @@ PERMANENT_ERRORS: tuple[type[BaseException], ...] = (
     AppSyncConfigError,
     CommitConflictError,  # a newer run committed the partition: this run's result is stale
 )
+
+
+def failure_reason(exc: BaseException | None) -> str:
+    """A stage failure's reason code: the phrase reason code when there is one, else the
+    exception's class in snake case (`reconciliation_error`, `store_unavailable_error`)."""
+    while isinstance(exc, dg.Failure) and exc.__cause__ is not None:
+        exc = exc.__cause__
+    if exc is None:
+        return "unknown"
+    reason = getattr(exc, "reason", None)
+    if isinstance(reason, ReasonCode):
+        return reason.value
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", type(exc).__name__).lower()
+
+
+def _emit_queue_age(context: dg.AssetExecutionContext, partitions: list[str]) -> None:
+    """How long the run waited in the queue: the queue-age SLO's signal, once per run."""
+    record = context.instance.get_run_record_by_id(context.run.run_id)
+    if record is None or record.start_time is None:
+        return
+    age_s = max(0.0, record.start_time - record.create_timestamp.timestamp())
+    emit_slo_signal(
+        "QueueAgeS",
+        age_s,
+        stage=Stage.ACTIVITIES.value,
+        partition=",".join(partitions),
+        correlation_id=context.run.run_id,
+    )
+
+
+def partition_freshness_s(partition_key: str, now: float) -> float:
+    """Seconds between the end of the partition's UTC day and now (publish time)."""
+    day_end = datetime.combine(
+        date.fromisoformat(partition_key) + timedelta(days=1), datetime.min.time(), tzinfo=UTC
+    )
+    return now - day_end.timestamp()
 
 
 def _retry_delta(before: dict[str, int]) -> dict[str, int]:
@@ -92,14 +131,21 @@ def stage_scope(
         ),
     ):
         log.info("stage_started", status="started", partitions=partitions)
+        if stage is Stage.ACTIVITIES:
+            _emit_queue_age(context, partitions)
 
         def failed(**fields: object) -> None:
+            latency_ms = (time.perf_counter() - started) * 1000
             log.error(
-                "stage_failed",
-                status="failed",
-                latency_ms=(time.perf_counter() - started) * 1000,
-                exc_info=True,
-                **fields,
+                "stage_failed", status="failed", latency_ms=latency_ms, exc_info=True, **fields
+            )
+            emit_stage_failure(
+                stage=stage.value,
+                correlation_id=run_id,
+                partitions=partitions,
+                reason=failure_reason(sys.exc_info()[1]),
+                retryable=fields.get("retryable"),  # type: ignore[arg-type]
+                latency_ms=latency_ms,
             )
 
         try:
@@ -178,7 +224,16 @@ def partition_scope(
             device=record.device,
             model=record.model,
             phrases_by_engine=engines if isinstance(engines, dict) else None,
+            errors_by_reason=summary.errors_by_reason,
         )
+        if stage is Stage.PUBLISH:
+            emit_slo_signal(
+                "PartitionFreshnessS",
+                partition_freshness_s(partition_key, time.time()),
+                stage=stage.value,
+                partition=partition_key,
+                correlation_id=context.run.run_id,
+            )
 
 
 def each_partition(

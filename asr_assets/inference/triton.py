@@ -53,6 +53,8 @@ from asr_assets.inference.onnx import (
     pad_batch,
 )
 from asr_assets.observability.logging import get_logger, in_current_context
+from asr_assets.observability.otel_metrics import dependency_call
+from asr_assets.observability.tracing import span
 from asr_assets.reliability.rate_limit import shared_bucket
 from asr_assets.reliability.retry import Dependency, retrying
 
@@ -99,8 +101,34 @@ class TritonSettings:
     bucket_seconds: tuple[float, ...] = DEFAULT_BUCKET_SECONDS
     max_batch_size: int = 32
     max_batch_seconds: float = 480.0
-    # PEM file of the CA that signed Triton's gRPC certificate; set, the channel is TLS.
-    tls_root_cert: str = ""
+    # TLS to Triton (docs/privacy.md: children's audio crosses the network here). The CA file
+    # verifies the server; the client certificate and key are for mutual TLS.
+    tls: bool = False
+    tls_ca_file: str | None = None
+    tls_client_cert_file: str | None = None
+    tls_client_key_file: str | None = None
+
+    def tls_client_kwargs(self) -> dict[str, Any]:
+        """tritonclient's own TLS options for this protocol (empty without TLS)."""
+        if not self.tls:
+            return {}
+        if self.protocol is TritonProtocol.GRPC:
+            return {
+                "ssl": True,
+                "root_certificates": self.tls_ca_file,
+                "private_key": self.tls_client_key_file,
+                "certificate_chain": self.tls_client_cert_file,
+            }
+        options = {
+            name: value
+            for name, value in (
+                ("ca_certs", self.tls_ca_file),
+                ("certfile", self.tls_client_cert_file),
+                ("keyfile", self.tls_client_key_file),
+            )
+            if value
+        }
+        return {"ssl": True, "ssl_options": options}
 
     def __post_init__(self) -> None:
         if self.max_in_flight < 1 or self.request_batch_size < 1:
@@ -165,17 +193,15 @@ class _Transport:
         else:
             import tritonclient.http as client_module
         self._module: Any = client_module
+        tls = settings.tls_client_kwargs()
         if self._grpc:
-            self._client: Any = client_module.InferenceServerClient(
-                url=settings.url,
-                ssl=bool(settings.tls_root_cert),
-                root_certificates=settings.tls_root_cert or None,
-            )
+            self._client: Any = client_module.InferenceServerClient(url=settings.url, **tls)
         else:
             self._client = client_module.InferenceServerClient(
                 url=settings.url,
                 connection_timeout=timeout_s,
                 network_timeout=timeout_s,
+                **tls,
             )
 
     def _timeout_kwargs(self) -> dict[str, float]:
@@ -235,14 +261,34 @@ class _Transport:
         # The server-side timeout (microseconds) lets Triton drop a request still queued when the
         # client has given up; the config's queue policy allows this override.
         server_timeout_us = int(self._timeout_s * 1_000_000)
-        result = self._client.infer(
-            self._settings.model_name,
-            inputs,
-            model_version=self._settings.model_version,
-            outputs=outputs,
-            timeout=server_timeout_us,
-            **self._timeout_kwargs(),
-        )
+        with (
+            span(
+                "triton.infer",
+                {
+                    "rpc.system": "grpc" if self._grpc else "http",
+                    "server.address": self._settings.url,
+                    "asr.triton.model": self._settings.model_name,
+                    "asr.triton.model_version": self._settings.model_version or "latest",
+                    "asr.batch_size": int(values.shape[0]),
+                    "asr.triton.tls": self._settings.tls,
+                },
+            ),
+            dependency_call("triton", "infer", model=self._settings.model_name),
+        ):
+            # W3C trace context: a Triton started with OpenTelemetry tracing continues the trace.
+            from opentelemetry.propagate import inject
+
+            headers: dict[str, str] = {}
+            inject(headers)
+            result = self._client.infer(
+                self._settings.model_name,
+                inputs,
+                model_version=self._settings.model_version,
+                outputs=outputs,
+                timeout=server_timeout_us,
+                headers=headers or None,
+                **self._timeout_kwargs(),
+            )
         return result.as_numpy(OUTPUT_LOG_PROBS), result.as_numpy(OUTPUT_LENGTHS)
 
     def close(self) -> None:

@@ -53,6 +53,7 @@ _MAX_DEPTH = 4
 _configured = False
 _lock = threading.Lock()
 _environment = "unknown"
+_debug_sampling_rate = 1.0
 _sensitive: set[str] = set()
 # Digests of sensitive values, for processes that never saw the values themselves (a check or a
 # later stage in its own process loads them from the partition's activities stage).
@@ -158,6 +159,35 @@ def _add_trace_ids(
 _configured_level: int | None = None
 
 
+def _sample_debug(
+    _logger: Any, method: str, event: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """Keep `ASR_LOG_SAMPLING_RATE` of DEBUG records, chosen per run: a sampled run keeps all its
+    DEBUG records (a story, not fragments), the others none. INFO and above are never sampled."""
+    if method != "debug" or _debug_sampling_rate >= 1.0:
+        return event
+    key = str(event.get("correlation_id") or event.get("event") or "")
+    bucket = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") / 2**64
+    if bucket >= _debug_sampling_rate:
+        raise structlog.DropEvent
+    return event
+
+
+def set_log_sampling_rate(rate: float | str | None) -> None:
+    """Share of runs whose DEBUG records are kept (`ASR_LOG_SAMPLING_RATE`, 0..1, default 1)."""
+    global _debug_sampling_rate
+    if rate is None or rate == "":
+        return
+    value = float(rate)
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"log sampling rate {rate!r} is outside 0..1")
+    _debug_sampling_rate = value
+
+
+def current_environment() -> str | None:
+    return None if _environment == "unknown" else _environment
+
+
 def configure_logging() -> None:
     """Idempotent: configured on first use, never at import."""
     global _configured
@@ -170,6 +200,7 @@ def configure_logging() -> None:
                 structlog.stdlib.filter_by_level,
                 structlog.contextvars.merge_contextvars,
                 _add_schema,
+                _sample_debug,
                 _add_trace_ids,
                 structlog.stdlib.add_logger_name,
                 structlog.stdlib.add_log_level,

@@ -21,6 +21,11 @@ Records and their dimensions (Service, Stage, Device, Model):
   scored, else 0.0), `ActivityTotalMs` (inference + alignment time of its phrases),
   `AlignFailure` (phrases whose forced alignment could not run or failed), `Phrases`,
   `PhrasesErrored`; properties `activity_id` and `partition`.
+- per stage failure: `StageFailed`, `StageFailedMs` with dimension `ReasonCode`;
+- per stage and reason code: `PhrasesErroredByReason` (dimensions Service, Stage, ReasonCode);
+- `QueueAgeS` (first stage: run start - run creation) and `PartitionFreshnessS` (publish time -
+  end of the partition's day), the SLO signals of asr_assets/slo.yaml.
+The stage record is also published on the {Service, Stage} roll-up the SLO alarms read.
 Student ids are never dimensions or properties.
 """
 
@@ -117,8 +122,12 @@ def emit(
     properties: Mapping[str, object] | None = None,
     *,
     settings: MetricsSettings | None = None,
+    rollups: Sequence[Sequence[str]] = (),
 ) -> bool:
     """Write one EMF record; False (and nothing written) when metrics are off.
+
+    `rollups` adds dimension sets made of some of the record's dimensions (CloudWatch stores
+    the metric once per set): the SLO alarms read {Service, Stage} whatever the device or model.
 
     Metrics are observations, not results: a failure to write one is logged at WARNING and never
     fails the stage that produced it.
@@ -139,7 +148,10 @@ def emit(
         environment = _environment(str(chosen.environment))
         context = MetricsContext.empty()
         context.namespace = chosen.namespace
-        context.set_dimensions([{k: _dimension(v) for k, v in dimensions.items()}])
+        full = {k: _dimension(v) for k, v in dimensions.items()}
+        context.set_dimensions(
+            [full, *({name: full[name] for name in names if name in full} for names in rollups)]
+        )
         for metric in metrics:
             context.put_metric(metric.name, float(metric.value), metric.unit)
         for key, value in (properties or {}).items():
@@ -164,6 +176,10 @@ def _base_dimensions(stage: str, device: str | None, model: str | None) -> dict[
     return {"Service": SERVICE, "Stage": stage, "Device": device, "Model": model}
 
 
+#: The dimension set SLO alarms read (asr_assets/slo.yaml, deploy/monitoring/).
+SLO_ROLLUP = ("Service", "Stage")
+
+
 def emit_stage(
     *,
     stage: str,
@@ -177,8 +193,10 @@ def emit_stage(
     device: str | None = None,
     model: str | None = None,
     phrases_by_engine: Mapping[str, int] | None = None,
+    errors_by_reason: Mapping[str, int] | None = None,
 ) -> None:
-    """The stage's record, plus one `Phrases` record per engine when the stage ran inference."""
+    """The stage's record, one `PhrasesErroredByReason` record per reason code, and one
+    `Phrases` record per engine when the stage ran inference."""
     properties = {"correlation_id": correlation_id, "partition": partition}
     metrics = [
         Metric("PhrasesIn", phrases_in, "Count"),
@@ -192,13 +210,58 @@ def emit_stage(
             if count
         ),
     ]
-    emit(metrics, _base_dimensions(stage, device, model), properties)
+    emit(metrics, _base_dimensions(stage, device, model), properties, rollups=[SLO_ROLLUP])
+    for reason, count in sorted((errors_by_reason or {}).items()):
+        # Per reason code, as a stage failure reports its own: what broke, not only how much.
+        emit(
+            [Metric("PhrasesErroredByReason", count, "Count")],
+            {"Service": SERVICE, "Stage": stage, "ReasonCode": reason},
+            properties,
+        )
     for engine, count in sorted((phrases_by_engine or {}).items()):
         emit(
             [Metric("Phrases", count, "Count")],
             _base_dimensions(stage, engine, model),
             {**properties, "engine": engine},
         )
+
+
+def emit_stage_failure(
+    *,
+    stage: str,
+    correlation_id: str | None,
+    partitions: Sequence[str],
+    reason: str,
+    retryable: bool | None,
+    latency_ms: float,
+) -> bool:
+    """A stage that failed reports itself like one that succeeded, with the reason as a
+    dimension (`StageFailed` = 1, `StageFailedMs`); its duration stays out of `StageMs`, whose
+    percentiles are the latency SLO."""
+    return emit(
+        [
+            Metric("StageFailed", 1.0, "Count"),
+            Metric("StageFailedMs", round(latency_ms, 3), "Milliseconds"),
+        ],
+        {"Service": SERVICE, "Stage": stage, "ReasonCode": reason},
+        {
+            "correlation_id": correlation_id,
+            "partitions": ",".join(partitions),
+            "retryable": retryable,
+        },
+        rollups=[SLO_ROLLUP],
+    )
+
+
+def emit_slo_signal(
+    name: str, value_s: float, *, stage: str, partition: str, correlation_id: str | None
+) -> bool:
+    """A freshness or queue-age observation in seconds, on the SLO roll-up dimensions."""
+    return emit(
+        [Metric(name, round(value_s, 3), "Seconds")],
+        {"Service": SERVICE, "Stage": stage},
+        {"correlation_id": correlation_id, "partition": partition},
+    )
 
 
 def emit_activities(

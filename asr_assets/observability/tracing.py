@@ -9,6 +9,9 @@ at import):
   WARNING says so and tracing stays off). A comma-separated list combines them.
 - `OTEL_SDK_DISABLED=true` switches tracing off whatever the exporter says.
 - `OTEL_SERVICE_NAME` (default `asr-platform`), `OTEL_RESOURCE_ATTRIBUTES` describe the process;
+  `service.version` (the installed package's) and `deployment.environment` (`ASR_ENV`) are set
+  on the resource too. With tracing on, botocore (S3, Athena), httpx (AppSync) and requests are
+  instrumented: every call is a client span under the stage's span.
   the SDK's own `OTEL_BSP_*` variables tune the batch processor of the OTLP exporter.
 
 When tracing is on, our provider also becomes the global one (if no one set it first), so any
@@ -31,7 +34,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from asr_assets.observability.logging import SERVICE, get_logger
+from asr_assets.observability.logging import SERVICE, current_environment, get_logger
 
 if TYPE_CHECKING:
     from opentelemetry.context import Context
@@ -47,6 +50,7 @@ AttributeValue = str | bool | int | float
 _lock = threading.Lock()
 _configured = False
 _provider: TracerProvider | None = None
+_instrumented: list[Any] = []
 
 
 def _exporters(names: list[str]) -> list[tuple[SpanExporter, bool]]:
@@ -100,7 +104,7 @@ def configure_tracing(
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
 
-        resource = Resource.create({"service.name": env.get("OTEL_SERVICE_NAME") or SERVICE})
+        resource = Resource.create(resource_attributes(env))
         provider = TracerProvider(resource=resource)
         for exporter, batched in exporters:
             processor = BatchSpanProcessor(exporter) if batched else SimpleSpanProcessor(exporter)
@@ -108,8 +112,65 @@ def configure_tracing(
         _provider = provider
         if set_global and isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
             trace.set_tracer_provider(provider)
-        log.info("tracing_configured", exporters=names, status="on")
+        instrumented = instrument_libraries(provider)
+        log.info("tracing_configured", exporters=names, instrumented=instrumented, status="on")
         return provider
+
+
+def service_version() -> str:
+    """The installed distribution's version (the image's), else `unknown`."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("asr-platform")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def resource_attributes(env: Mapping[str, str]) -> dict[str, str]:
+    """What every span says about its process; OTEL_RESOURCE_ATTRIBUTES still wins (the SDK
+    merges it over these)."""
+    environment = (env.get("ASR_ENV") or current_environment() or "local").strip().lower()
+    return {
+        "service.name": env.get("OTEL_SERVICE_NAME") or SERVICE,
+        "service.version": service_version(),
+        # Both spellings: semantic conventions renamed it; backends read one or the other.
+        "deployment.environment": environment,
+        "deployment.environment.name": environment,
+    }
+
+
+#: Client libraries whose calls become spans when tracing is on: S3, Athena and KMS through
+#: botocore; AppSync through httpx; anything on requests. Optional: a missing one is skipped.
+_INSTRUMENTORS = (
+    ("botocore", "opentelemetry.instrumentation.botocore", "BotocoreInstrumentor"),
+    ("httpx", "opentelemetry.instrumentation.httpx", "HTTPXClientInstrumentor"),
+    ("requests", "opentelemetry.instrumentation.requests", "RequestsInstrumentor"),
+)
+
+
+def instrument_libraries(provider: TracerProvider) -> list[str]:
+    """Instrument the client libraries with `provider` (once per process); returns their names."""
+    import importlib
+
+    done = []
+    for name, module_name, class_name in _INSTRUMENTORS:
+        try:
+            instrumentor = getattr(importlib.import_module(module_name), class_name)()
+        except ImportError:
+            log.warning("tracing_instrumentation_unavailable", library=name, status="skipped")
+            continue
+        if not instrumentor.is_instrumented_by_opentelemetry:
+            instrumentor.instrument(tracer_provider=provider)
+            _instrumented.append(instrumentor)
+        done.append(name)
+    return done
+
+
+def uninstrument_libraries() -> None:
+    """Undo `instrument_libraries` (the instrumentors hold the provider they were given)."""
+    while _instrumented:
+        _instrumented.pop().uninstrument()
 
 
 def use_span_exporter(exporter: SpanExporter) -> TracerProvider:
@@ -119,7 +180,7 @@ def use_span_exporter(exporter: SpanExporter) -> TracerProvider:
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
-    provider = TracerProvider(resource=Resource.create({"service.name": SERVICE}))
+    provider = TracerProvider(resource=Resource.create(resource_attributes(os.environ)))
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     with _lock:
         _provider = provider
@@ -132,6 +193,7 @@ def reset_tracing() -> None:
     global _configured, _provider
     with _lock:
         provider, _provider, _configured = _provider, None, False
+    uninstrument_libraries()
     if provider is not None:
         provider.shutdown()
 

@@ -72,6 +72,7 @@ def summarize(partition: str) -> int:
     except PartitionNotCommittedError as exc:
         print(f"not committed: {exc}", file=sys.stderr)
         return 1
+    _audit_summary_read(store, partition)
     letters = rows["letter_scores"]
     statuses = Counter(str(row["status"]) for row in letters)
     expected = len(letters) - statuses.get("inserted", 0)
@@ -104,6 +105,21 @@ def summarize(partition: str) -> int:
     return 0
 
 
+def _audit_summary_read(store, partition: str) -> None:  # type: ignore[no-untyped-def]
+    """Reading results is an audited access (docs/privacy.md)."""
+    from asr_assets.core.privacy import AuditAction
+    from asr_assets.platform.privacy import actor, audit_read
+
+    audit_read(
+        store,
+        action=AuditAction.READ_RESULTS,
+        resource=f"results/activity_date={partition}",
+        purpose=os.environ.get("ASR_ACCESS_PURPOSE", "cli summary"),
+        channel="cli",
+        who=actor(os.environ),
+    )
+
+
 def prepare_sample(data_root: Path) -> None:
     """Copy the shipped sample day into the data root unless that day is already there."""
     target = data_root / CATALOG_PREFIX / f"activity_date={SAMPLE_DAY}"
@@ -117,6 +133,11 @@ def prepare_sample(data_root: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] in (["erase"], ["retention"]):  # privacy commands (asr_assets/platform/privacy.py)
+        from asr_assets.platform import privacy
+
+        return privacy.main(argv)
     parser = argparse.ArgumentParser(prog="asr", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     score_cmd = commands.add_parser("score", help="materialize the graph for partitions")

@@ -168,9 +168,10 @@ class TritonInferenceResource(InferenceResource):
     fallback_enabled: bool = Field(default=True, description="Score locally while open.")
     fallback_backend: LocalBackend = Field(default="torch")
     fallback_num_threads: int | None = Field(default=None)
-    tls_root_cert: str = Field(
-        default="", description="CA bundle (PEM path) for TLS to Triton's gRPC port; empty: plain."
-    )
+    tls: bool = Field(default=False, description="TLS to Triton (ASR_TRITON_TLS).")
+    tls_ca_file: str | None = Field(default=None, description="CA bundle (ASR_TRITON_TLS_CA).")
+    tls_client_cert_file: str | None = Field(default=None, description="mTLS client certificate.")
+    tls_client_key_file: str | None = Field(default=None, description="mTLS client key.")
 
     def vocabulary(self) -> CtcVocabulary:
         return read_vocabulary(Path(self.model_dir))
@@ -190,7 +191,10 @@ class TritonInferenceResource(InferenceResource):
             bucket_seconds=tuple(self.bucket_seconds),
             max_batch_size=self.max_batch_size,
             max_batch_seconds=self.max_batch_seconds,
-            tls_root_cert=self.tls_root_cert,
+            tls=self.tls,
+            tls_ca_file=self.tls_ca_file,
+            tls_client_cert_file=self.tls_client_cert_file,
+            tls_client_key_file=self.tls_client_key_file,
         )
 
     def breaker(self) -> CircuitBreaker:

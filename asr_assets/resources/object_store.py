@@ -141,6 +141,9 @@ class ObjectStore(dg.ConfigurableResource):
     def exists(self, key: str) -> bool:
         return self.size(key) is not None
 
+    def forget_cached(self, key: str) -> None:
+        """Drop any local copy of `key` this store keeps (erasure, retention); none by default."""
+
     def iter_objects(self, prefix: str, *, start_after: str | None = None) -> Iterator[ObjectInfo]:
         token = start_after
         while True:

@@ -58,6 +58,11 @@ class Publisher(dg.ConfigurableResource):
     @abstractmethod
     def destination(self, partition_key: str) -> str: ...
 
+    @abstractmethod
+    def retract(self, partition_key: str, activity_ids: Sequence[str]) -> int:
+        """Delete what was published for these activities (privacy erasure); returns how many
+        records were removed. Retracting something never published is a no-op, not an error."""
+
 
 class LocalJsonlPublisher(Publisher):
     """One JSONL file per partition in the local store, upserted by activity id."""
@@ -95,6 +100,27 @@ class LocalJsonlPublisher(Publisher):
             self.store.write_bytes(key, body.encode())
         return report
 
+    def retract(self, partition_key: str, activity_ids: Sequence[str]) -> int:
+        key = self._key(partition_key)
+        if not self.store.exists(key):
+            return 0
+        doomed = set(activity_ids)
+        kept: list[str] = []
+        removed = 0
+        for line in self.store.read_bytes(key).decode().splitlines():
+            if not line.strip():
+                continue
+            if str(json.loads(line)["activity_id"]) in doomed:
+                removed += 1
+            else:
+                kept.append(line + "\n")
+        if removed:
+            if kept:
+                self.store.write_bytes(key, "".join(kept).encode())
+            else:
+                self.store.delete(key)
+        return removed
+
 
 # --- AppSync (production) ---------------------------------------------------------------------
 
@@ -125,6 +151,16 @@ RETRYABLE_ERROR_TYPES = frozenset(
         "InternalFailure",
     }
 )
+#: Erasure: the resolver deletes the activity's record(s) and answers DELETED, or NOT_FOUND
+#: when nothing was stored (a repeated erasure). The AppSync schema must expose it too.
+RETRACT_MUTATION = """
+mutation RetractActivityResult($input: RetractActivityResultInput!) {
+  retractActivityResult(input: $input) {
+    activityId
+    status
+  }
+}
+""".strip()
 _LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 _APPSYNC_HOST = re.compile(r"\.appsync-api\.([a-z0-9-]+)\.amazonaws\.com$")
 
@@ -286,6 +322,48 @@ class AppSyncPublisher(Publisher):
         )
         return report
 
+    def retract(self, partition_key: str, activity_ids: Sequence[str]) -> int:
+        """One retract mutation per activity, under the same retry policy and rate limit.
+
+        Unlike publish, a failure raises: an erasure that could not reach the consumer must not
+        report success. Retrying is safe: a second delete answers NOT_FOUND.
+        """
+        self._check_endpoint()
+        if not activity_ids:
+            return 0
+        sign = self._signer()
+        bucket = shared_bucket(
+            Dependency.APPSYNC,
+            RateLimitSettings(per_s=self.requests_per_s, burst=float(self.burst)),
+        )
+        timeout = httpx.Timeout(self.read_timeout_s, connect=self.connect_timeout_s)
+        removed = 0
+        with (
+            span(
+                "appsync.retract",
+                {"asr.partition": partition_key, "asr.activity_count": len(activity_ids)},
+            ),
+            httpx.Client(timeout=timeout) as client,
+        ):
+            for activity_id in activity_ids:
+                body = json.dumps(
+                    {
+                        "query": RETRACT_MUTATION,
+                        "operationName": "RetractActivityResult",
+                        "variables": {
+                            "input": {"activityId": activity_id, "activityDate": partition_key}
+                        },
+                    },
+                    separators=(",", ":"),
+                ).encode()
+                for attempt in retrying(Dependency.APPSYNC, _retryable):
+                    with attempt:
+                        bucket.acquire()
+                        status = self._send(client, sign, body, field="retractActivityResult")
+                removed += int(status == "DELETED")
+        log.info("appsync_retract_finished", partition=partition_key, removed=removed, status="ok")
+        return removed
+
     # -- one activity ------------------------------------------------------------------------
 
     def _deliver(
@@ -338,7 +416,11 @@ class AppSyncPublisher(Publisher):
         return _Delivery(record.activity_id, outcome, attempts)
 
     def _send(
-        self, client: httpx.Client, sign: Callable[[bytes], dict[str, str]], body: bytes
+        self,
+        client: httpx.Client,
+        sign: Callable[[bytes], dict[str, str]],
+        body: bytes,
+        field: str = "publishActivityResult",
     ) -> str:
         """One attempt: the mutation's `status`, or an AppSyncError saying whether to retry."""
         response = client.post(self.url, content=body, headers=sign(body))
@@ -362,9 +444,9 @@ class AppSyncPublisher(Publisher):
             reason = "throttled" if "Throttl" in first or "TooMany" in first else f"graphql_{first}"
             message = str(errors[0].get("message", "")) if isinstance(errors[0], dict) else ""
             raise AppSyncError(reason, retryable=retryable, detail=message)
-        result = (payload.get("data") or {}).get("publishActivityResult") or {}
+        result = (payload.get("data") or {}).get(field) or {}
         status = result.get("status")
-        if status not in ("CREATED", "DUPLICATE"):
+        if status not in ("CREATED", "DUPLICATE", "DELETED", "NOT_FOUND"):
             raise AppSyncError("bad_response", retryable=False, detail=f"status {status!r}")
         return str(status)
 

@@ -39,10 +39,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import dagster as dg
-from pydantic import Field, PrivateAttr
+from pydantic import Field, PrivateAttr, field_validator
 
 from asr_assets.core.storage import validate_key
 from asr_assets.observability.logging import get_logger
+from asr_assets.observability.otel_metrics import dependency_call
 from asr_assets.observability.tracing import span
 from asr_assets.reliability.rate_limit import shared_bucket
 from asr_assets.reliability.retry import Dependency, retrying
@@ -87,6 +88,7 @@ RETRYABLE_ERROR_CODES = frozenset(
 )
 _NOT_FOUND_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
 _DELETE_BATCH = 1000  # DeleteObjects limit
+SSE_MODES = ("aws:kms", "AES256", "none")
 
 
 _SESSIONS: dict[str | None, Any] = {}
@@ -188,6 +190,15 @@ class S3ObjectStore(ObjectStore):
     )
     connect_timeout_s: float = Field(default=3.0, gt=0)
     read_timeout_s: float = Field(default=20.0, gt=0)
+    server_side_encryption: str = Field(
+        default="aws:kms",
+        description="SSE on every PUT and COPY this store makes (children's audio and results):"
+        " aws:kms, AES256, or none to leave it to the bucket default (ASR_S3_SSE).",
+    )
+    kms_key_id: str | None = Field(
+        default=None,
+        description="KMS key id or ARN for aws:kms (ASR_S3_KMS_KEY_ID); None: the AWS managed key.",
+    )
 
     _client_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
     _s3_client: Any = PrivateAttr(default=None)
@@ -274,7 +285,8 @@ class S3ObjectStore(ObjectStore):
 
         def attempt() -> T:
             bucket.acquire()  # per attempt: retries count against the rate too
-            return request()
+            with dependency_call("s3", operation):
+                return request()
 
         try:
             return retrying(Dependency.S3, is_retryable_s3_error)(attempt)
@@ -433,11 +445,28 @@ class S3ObjectStore(ObjectStore):
             self._store_in_cache(full_key, data, etag)
         return data
 
+    @field_validator("server_side_encryption")
+    @classmethod
+    def _known_sse(cls, value: str) -> str:
+        if value not in SSE_MODES:
+            raise ValueError(f"server_side_encryption must be one of {', '.join(SSE_MODES)}")
+        return value
+
+    def encryption_arguments(self) -> dict[str, str]:
+        """SSE request parameters for PutObject and CopyObject (a copy does not inherit SSE)."""
+        if self.server_side_encryption == "none":
+            return {}
+        arguments = {"ServerSideEncryption": self.server_side_encryption}
+        if self.server_side_encryption == "aws:kms" and self.kms_key_id:
+            arguments["SSEKMSKeyId"] = self.kms_key_id
+        return arguments
+
     def write_bytes(self, key: str, data: bytes) -> None:
         full_key = self._full_key(key)
+        sse = self.encryption_arguments()
         self._call(
             "PutObject",
-            lambda: self.client().put_object(Bucket=self.bucket, Key=full_key, Body=data),
+            lambda: self.client().put_object(Bucket=self.bucket, Key=full_key, Body=data, **sse),
             key,
         )
 
@@ -467,7 +496,13 @@ class S3ObjectStore(ObjectStore):
 
         def put() -> bool:
             try:
-                self.client().put_object(Bucket=self.bucket, Key=full_key, Body=data, **condition)
+                self.client().put_object(
+                    Bucket=self.bucket,
+                    Key=full_key,
+                    Body=data,
+                    **condition,
+                    **self.encryption_arguments(),
+                )
             except ClientError as exc:
                 # 412: the object moved; 409: a concurrent conditional write won the race.
                 if http_status(exc) in (409, 412) or error_code(exc) in (
@@ -480,6 +515,43 @@ class S3ObjectStore(ObjectStore):
 
         if not self._call("PutObject", put, key):
             raise PreconditionFailedError(f"{key} is no longer at version {version}")
+
+    def forget_cached(self, key: str) -> None:
+        """Remove the local read-cache copy of `key` (its ref and its blob)."""
+        full_key = self._full_key(key)
+        ref = self._load_ref(full_key)
+        self._ref_path(full_key).unlink(missing_ok=True)
+        if ref is not None:
+            self._blob_path(ref.sha256).unlink(missing_ok=True)
+
+    def prune_local_cache(self, *, max_bytes: int, ttl_s: float, now: float) -> int:
+        """Enforce the local read cache's TTL and size cap; oldest blobs go first.
+
+        Returns the number of blobs removed. Refs whose blob is gone are ignored on read
+        (`_load_ref`), so removing a blob alone is safe.
+        """
+        root = self._cache_root() / "objects"
+        if not root.is_dir():
+            return 0
+        blobs = sorted(
+            (
+                (path.stat().st_mtime, path.stat().st_size, path)
+                for path in root.rglob("*")
+                if path.is_file()
+            ),
+            key=lambda item: item[0],
+        )
+        total = sum(size for _, size, _ in blobs)
+        removed = 0
+        for mtime, size, path in blobs:
+            if now - mtime <= ttl_s and total <= max_bytes:
+                continue
+            path.unlink(missing_ok=True)
+            total -= size
+            removed += 1
+        if removed:
+            log.info("s3_cache_pruned", removed=removed, remaining_bytes=total, status="ok")
+        return removed
 
     def size(self, key: str) -> int | None:
         full_key = self._full_key(key)
@@ -534,6 +606,7 @@ class S3ObjectStore(ObjectStore):
                 Bucket=self.bucket,
                 Key=target,
                 CopySource={"Bucket": self.bucket, "Key": source},
+                **self.encryption_arguments(),
             ),
             source_key,
         )

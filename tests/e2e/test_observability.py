@@ -193,10 +193,19 @@ def _metrics(record: dict[str, Any]) -> set[str]:
 
 def test_emf_records(observed: Observed) -> None:
     assert observed.emf
+    base, rollup = ["Service", "Stage", "Device", "Model"], ["Service", "Stage"]
     for record in observed.emf:
         (directive,) = record["_aws"]["CloudWatchMetrics"]
         assert directive["Namespace"] == "asr-test"
-        assert directive["Dimensions"] == [["Service", "Stage", "Device", "Model"]]
+        metrics = _metrics(record)
+        if "PhrasesIn" in metrics:  # the stage record, also on the SLO roll-up
+            assert directive["Dimensions"] == [base, rollup]
+        elif metrics == {"PhrasesErroredByReason"}:
+            assert directive["Dimensions"] == [["Service", "Stage", "ReasonCode"]]
+        elif metrics & {"QueueAgeS", "PartitionFreshnessS"}:
+            assert directive["Dimensions"] == [rollup]
+        else:
+            assert directive["Dimensions"] == [base]
         assert record["Service"] == "asr-platform"
         assert record["correlation_id"] == observed.result.run_id
     stage_records = [r for r in observed.emf if "PhrasesIn" in _metrics(r)]
@@ -205,6 +214,16 @@ def test_emf_records(observed: Observed) -> None:
     assert transcripts["PhrasesIn"] == 10 and transcripts["PhrasesErrored"] == 5
     assert transcripts["Device"] == "cpu" and transcripts["Model"] == "tiny-random@test"
     assert transcripts["Retries"] == 0 and transcripts["StageMs"] > 0
+    by_reason = {
+        (r["Stage"], r["ReasonCode"]): r["PhrasesErroredByReason"]
+        for r in observed.emf
+        if "PhrasesErroredByReason" in _metrics(r)
+    }
+    assert sum(v for (stage, _), v in by_reason.items() if stage == "transcripts") == 5
+    assert {name for r in observed.emf for name in _metrics(r)} >= {
+        "QueueAgeS",
+        "PartitionFreshnessS",
+    }
     engines = [r for r in observed.emf if _metrics(r) == {"Phrases"} and "engine" in r]
     assert {(r["Device"], r["Phrases"]) for r in engines} == {("local-torch", 5)}
     activities = {r["activity_id"]: r for r in observed.emf if "ActivitySuccess" in _metrics(r)}

@@ -83,7 +83,9 @@ def tls_server(tmp_path: Path) -> Iterator[tuple[int, Path]]:
 
 def test_client_verifies_triton_over_tls(tls_server: tuple[int, Path]) -> None:
     port, ca_path = tls_server
-    settings = TritonSettings(url=f"127.0.0.1:{port}", model_name="m", tls_root_cert=str(ca_path))
+    settings = TritonSettings(
+        url=f"127.0.0.1:{port}", model_name="m", tls=True, tls_ca_file=str(ca_path)
+    )
     assert _Transport(settings, timeout_s=5.0).server_live() is True
 
 
@@ -105,5 +107,7 @@ def test_the_aws_environment_passes_the_ca_to_the_resource(
             "ASR_MODEL_DIR": str(tiny_model_dir),
         }
     )
-    assert resource.tls_root_cert == "/etc/asr/triton-ca/ca.crt"
-    assert resource._settings().tls_root_cert == "/etc/asr/triton-ca/ca.crt"
+    # The CA bundle alone turns TLS on: the deploy manifests set only ASR_TRITON_TLS_CA.
+    assert resource.tls is True
+    assert resource.tls_ca_file == "/etc/asr/triton-ca/ca.crt"
+    assert resource._settings().tls_ca_file == "/etc/asr/triton-ca/ca.crt"

@@ -57,6 +57,24 @@ class ActivityResultInput:
     phrases: AWSJSON  # type: ignore[valid-type]
 
 
+@strawberry.enum
+class RetractStatus(Enum):
+    DELETED = "DELETED"
+    NOT_FOUND = "NOT_FOUND"
+
+
+@strawberry.input
+class RetractActivityResultInput:
+    activity_id: strawberry.ID
+    activity_date: AWSDate  # type: ignore[valid-type]
+
+
+@strawberry.type
+class RetractActivityResultPayload:
+    activity_id: strawberry.ID
+    status: RetractStatus
+
+
 @strawberry.type
 class PublishActivityResultPayload:
     activity_id: strawberry.ID
@@ -142,6 +160,22 @@ def _schema(state: AppSyncState) -> strawberry.Schema:
             finally:
                 with state.lock:
                     state.in_flight -= 1
+
+        @strawberry.mutation
+        async def retract_activity_result(
+            self, input: RetractActivityResultInput
+        ) -> RetractActivityResultPayload:
+            """Erasure: delete the activity's record and every write that carried it."""
+            activity = str(input.activity_id)
+            with state.lock:
+                found = state.records.pop(activity, None) is not None
+                for key in [
+                    k for k, v in state.writes.items() if str(v["activity_id"]) == activity
+                ]:
+                    del state.writes[key]
+                    found = True
+            status = RetractStatus.DELETED if found else RetractStatus.NOT_FOUND
+            return RetractActivityResultPayload(activity_id=input.activity_id, status=status)
 
     return strawberry.Schema(query=Query, mutation=Mutation)
 

@@ -13,7 +13,7 @@ from asr_assets.core.models import ActivityPhrase
 from asr_assets.core.storage import UnsafeKeyError, stage_table_key, validate_key
 from asr_assets.core.tables import ACTIVITIES_SCHEMA, to_table
 from asr_assets.observability.logging import get_logger, register_sensitive_values
-from asr_assets.resources.catalog import ActivityCatalog
+from asr_assets.resources.catalog import ActivityCatalog, EmptyCatalogPartitionError
 from asr_assets.resources.object_store import ObjectStore
 
 log = get_logger(__name__)
@@ -33,14 +33,30 @@ def _describe(exc: ValidationError) -> str:
     )
 
 
+class ActivitiesConfig(dg.Config):
+    """Run config of `activities` (launchpad, or `asr score --allow-empty-day`)."""
+
+    allow_empty_day: bool = False
+
+
 def build_activities(
-    catalog: ActivityCatalog, store: ObjectStore, partition_key: str
+    catalog: ActivityCatalog, store: ObjectStore, partition_key: str, allow_empty: bool = False
 ) -> StageSummary:
-    """Query the catalog and write the stage table: one row per catalog row, errors included."""
+    """Query the catalog and write the stage table: one row per catalog row, errors included.
+
+    A day without catalog rows fails unless `allow_empty`: an empty result is far more often a
+    wrong data root or a day not loaded yet than a day nobody read aloud, and scoring it would
+    commit an empty partition that every later reader takes for a real, quiet day.
+    """
     summary = StageSummary(Stage.ACTIVITIES, partition_key)
     started = time.perf_counter()
     raw = catalog.fetch_activities(partition_key)
     summary.timings_ms["query"] = (time.perf_counter() - started) * 1000
+    if raw.num_rows == 0 and not allow_empty:
+        raise EmptyCatalogPartitionError(
+            f"no catalog rows for {partition_key} in {catalog.describe_location(partition_key)}"
+            " (check ASR_DATA_ROOT / the catalog; set allow_empty_day to score an empty day)"
+        )
     # The one stage that sees student ids: from here on, no log record of this process can
     # carry one, whatever a later change logs by mistake.
     register_sensitive_values(raw.column("student_id").to_pylist())
@@ -123,10 +139,15 @@ def build_activities(
     description="The partition's phrases from the activity catalog, one row each, validated.",
 )
 def activities(
-    context: dg.AssetExecutionContext, catalog: ActivityCatalog, store: ObjectStore
+    context: dg.AssetExecutionContext,
+    config: ActivitiesConfig,
+    catalog: ActivityCatalog,
+    store: ObjectStore,
 ) -> dg.MaterializeResult:
-    with stage_scope(context, Stage.ACTIVITIES):
+    with stage_scope(context, Stage.ACTIVITIES, permanent=(EmptyCatalogPartitionError,)):
         summaries = each_partition(
-            context, Stage.ACTIVITIES, lambda key, _: build_activities(catalog, store, key)
+            context,
+            Stage.ACTIVITIES,
+            lambda key, _: build_activities(catalog, store, key, config.allow_empty_day),
         )
     return dg.MaterializeResult(metadata=summary_metadata(summaries))

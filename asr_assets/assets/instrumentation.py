@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import dagster as dg
 
-from asr_assets.assets.common import ReconciliationError, StageSummary
+from asr_assets.assets.common import ReconciliationError, StageSummary, partition_metadata
 from asr_assets.core.errors import Stage
 from asr_assets.core.storage import UnsafeKeyError
 from asr_assets.inference.fallback import InferenceUnavailableError
@@ -188,11 +188,13 @@ def each_partition(
     """Run `build` for every partition of the run, each inside its `partition_scope`.
 
     `build` returns the partition's summary and may add model, device or span attributes to
-    the record it is given.
+    the record it is given. Each partition's metadata lands on that partition's materialization
+    (a multi-day backfill run records each day's own numbers, not a sum or the last day's).
     """
     summaries: list[StageSummary] = []
     for key in context.partition_keys:
         with partition_scope(context, stage, key) as record:
             record.summary = build(key, record)
+        context.add_asset_metadata(partition_metadata(record.summary), partition_key=key)
         summaries.append(record.summary)
     return summaries

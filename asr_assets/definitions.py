@@ -11,6 +11,7 @@ import os
 from collections.abc import Callable, Mapping
 from enum import StrEnum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import dagster as dg
 
@@ -30,6 +31,7 @@ from asr_assets.resources.inference import (
     InferenceResource,
     LocalInferenceResource,
     TritonInferenceResource,
+    declared_model_sha256,
 )
 from asr_assets.resources.object_store import LocalObjectStore
 from asr_assets.resources.publisher import (
@@ -41,23 +43,48 @@ from asr_assets.resources.publisher import (
 from asr_assets.resources.s3 import S3ObjectStore
 from asr_assets.sensors import NewAudioSettings, configured_sensors
 
+if TYPE_CHECKING:
+    from dagster._core.definitions.unresolved_asset_job_definition import (
+        UnresolvedAssetJobDefinition,
+    )
+
 DEFAULT_DATA_ROOT = ".asr-data"
 DEFAULT_S3_CACHE_DIR = ".asr-data/aws-cache/s3"  # under the git-ignored local data dir
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "demo-letters"
 
 ALL_ASSETS = [activities, phrase_audio, transcripts, alignments, letter_scores, published_scores]
 
-score_letters_job = dg.define_asset_job(
-    "score_letters",
-    selection=dg.AssetSelection.assets(*ALL_ASSETS),
-    partitions_def=daily_partitions,
-    description="Score one day of letter-reading activities end to end and publish the results.",
-)
+
+def letter_scoring_job(tags: Mapping[str, str] | None = None) -> "UnresolvedAssetJobDefinition":
+    """`score_letters`: the graph and its checks for a day; `tags` go on every run of it."""
+    return dg.define_asset_job(
+        "score_letters",
+        selection=dg.AssetSelection.assets(*ALL_ASSETS),
+        partitions_def=daily_partitions,
+        description="Score one day of letter-reading activities end to end and publish the "
+        "results.",
+        tags=dict(tags or {}),
+    )
+
+
+score_letters_job = letter_scoring_job()
 
 
 class AsrEnvironment(StrEnum):
     LOCAL = "local"
     AWS = "aws"
+
+
+class ExecutorKind(StrEnum):
+    """How a run executes its steps (`ASR_EXECUTOR`)."""
+
+    # One process for the whole run: the stack is imported and the model loaded once, so a run
+    # launched from the UI is as fast as the CLI's (the multiprocess default re-imports both
+    # in a process per step).
+    IN_PROCESS = "in_process"
+    MULTIPROCESS = "multiprocess"
+    # One Kubernetes Job per step (production, dagster-k8s); deploy/ configures the pods.
+    K8S = "k8s"
 
 
 class UnknownEnvironmentError(ValueError):
@@ -246,6 +273,39 @@ RESOURCE_FACTORIES: dict[
 }
 
 
+def executor_for(environ: Mapping[str, str]) -> dg.ExecutorDefinition:
+    """`ASR_EXECUTOR` (default in_process); the k8s executor is imported only when chosen."""
+    kind = ExecutorKind(
+        _choice(
+            environ,
+            "ASR_EXECUTOR",
+            ExecutorKind.IN_PROCESS.value,
+            tuple(k.value for k in ExecutorKind),
+        )
+    )
+    if kind is ExecutorKind.K8S:
+        from dagster_k8s import k8s_job_executor
+
+        return k8s_job_executor
+    if kind is ExecutorKind.MULTIPROCESS:
+        return dg.multiprocess_executor
+    return dg.in_process_executor
+
+
+def run_tags(environment: AsrEnvironment, environ: Mapping[str, str]) -> dict[str, str]:
+    """Tags on every `score_letters` run: which environment and which model scored it.
+
+    The model hash is the declared one (SHA256SUMS, cheap to read at load time); the engine
+    verifies every file before it loads the model.
+    """
+    model_dir = Path(environ.get("ASR_MODEL_DIR", str(DEFAULT_MODEL_DIR))).resolve()
+    try:
+        sha = declared_model_sha256(model_dir)[:12]
+    except OSError:
+        sha = "unreadable"
+    return {"asr/env": environment.value, "asr/model": model_dir.name, "asr/model_sha256": sha}
+
+
 def build_definitions(environ: Mapping[str, str]) -> dg.Definitions:
     environment = environment_from(environ)
     # Load time, not import time: every log record of this process names its environment.
@@ -257,9 +317,10 @@ def build_definitions(environ: Mapping[str, str]) -> dg.Definitions:
     return dg.Definitions(
         assets=ALL_ASSETS,
         asset_checks=ALL_CHECKS,
-        jobs=[score_letters_job],
+        jobs=[letter_scoring_job(run_tags(environment, environ))],
         sensors=configured_sensors(new_audio_settings(environ)),
         resources=RESOURCE_FACTORIES[environment](environ),
+        executor=executor_for(environ),
     )
 
 

@@ -14,7 +14,9 @@ from asr_assets.core.storage import UnsafeKeyError, stage_table_key, validate_ke
 from asr_assets.core.tables import ACTIVITIES_SCHEMA, to_table
 from asr_assets.observability.logging import get_logger, register_sensitive_values
 from asr_assets.resources.catalog import ActivityCatalog, EmptyCatalogPartitionError
+from asr_assets.resources.inference import InferenceResource
 from asr_assets.resources.object_store import ObjectStore
+from asr_assets.resources.preflight import PreflightError, preflight
 
 log = get_logger(__name__)
 
@@ -143,8 +145,19 @@ def activities(
     config: ActivitiesConfig,
     catalog: ActivityCatalog,
     store: ObjectStore,
+    inference: InferenceResource,
 ) -> dg.MaterializeResult:
-    with stage_scope(context, Stage.ACTIVITIES, permanent=(EmptyCatalogPartitionError,)):
+    permanent = (EmptyCatalogPartitionError, PreflightError)
+    with stage_scope(context, Stage.ACTIVITIES, permanent=permanent):
+        # Run start: a tampered model or a read-only data root fails here, in the first step,
+        # not in `transcripts` after the catalog and audio work (the engine checks again).
+        problems = preflight(
+            {"catalog": catalog, "store": store, "inference": inference},
+            list(context.partition_keys),
+            allow_empty_day=config.allow_empty_day,
+        )
+        if problems:
+            raise PreflightError(problems)
         summaries = each_partition(
             context,
             Stage.ACTIVITIES,

@@ -25,17 +25,20 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import dagster as dg
+import structlog
 
 from asr_assets.assets.common import ReconciliationError, StageSummary, partition_metadata
 from asr_assets.core.errors import Stage
 from asr_assets.core.storage import UnsafeKeyError
 from asr_assets.inference.fallback import InferenceUnavailableError
+from asr_assets.inference.model_dir import ModelIntegrityError
 from asr_assets.observability.logging import get_logger, run_context
 from asr_assets.observability.metrics import emit_stage
 from asr_assets.observability.tracing import run_parent_context, span
 from asr_assets.reliability.retry import retry_counts
 from asr_assets.resources.athena import AthenaQueryTimeoutError
 from asr_assets.resources.object_store import InsufficientSpaceError
+from asr_assets.resources.preflight import is_permission_error
 from asr_assets.resources.publisher import AppSyncConfigError
 
 log = get_logger(__name__)
@@ -48,6 +51,7 @@ PERMANENT_ERRORS: tuple[type[BaseException], ...] = (
     InferenceUnavailableError,
     AthenaQueryTimeoutError,
     AppSyncConfigError,
+    ModelIntegrityError,
 )
 
 
@@ -112,6 +116,12 @@ def stage_scope(
                 description=f"{type(exc).__name__}: {exc}", allow_retries=False
             ) from exc
         except Exception as exc:
+            if is_permission_error(exc):
+                # Permission denied / read-only file system: the same on every attempt.
+                failed(retryable=False, error=type(exc).__name__)
+                raise dg.Failure(
+                    description=f"{type(exc).__name__}: {exc}", allow_retries=False
+                ) from exc
             failed(retryable=True, error=type(exc).__name__)
             raise
         log.info("stage_finished", status="ok", latency_ms=(time.perf_counter() - started) * 1000)
@@ -178,6 +188,23 @@ def partition_scope(
             model=record.model,
             phrases_by_engine=engines if isinstance(engines, dict) else None,
         )
+
+
+def log_progress(
+    logger: structlog.stdlib.BoundLogger, done: int, total: int, started: float
+) -> None:
+    """INFO `inference_progress` after each batch: done/total, rate and ETA (the CLI's bar, and
+    a live line in the UI's run log for a long day)."""
+    elapsed = time.perf_counter() - started
+    rate = done / elapsed if elapsed > 0 else 0.0
+    logger.info(
+        "inference_progress",
+        status="running",
+        phrases_done=done,
+        phrases_total=total,
+        phrases_per_s=round(rate, 2),
+        eta_s=round((total - done) / rate, 1) if rate > 0 else None,
+    )
 
 
 def each_partition(

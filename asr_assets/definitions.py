@@ -18,7 +18,6 @@ import dagster as dg
 from asr_assets.assets.activities import activities
 from asr_assets.assets.alignments import alignments
 from asr_assets.assets.letter_scores import letter_scores
-from asr_assets.assets.partitions import daily_partitions
 from asr_assets.assets.phrase_audio import phrase_audio
 from asr_assets.assets.published_scores import published_scores
 from asr_assets.assets.transcripts import transcripts
@@ -60,7 +59,6 @@ def letter_scoring_job(tags: Mapping[str, str] | None = None) -> "UnresolvedAsse
     return dg.define_asset_job(
         "score_letters",
         selection=dg.AssetSelection.assets(*ALL_ASSETS),
-        partitions_def=daily_partitions,
         description="Score one day of letter-reading activities end to end and publish the "
         "results.",
         tags=dict(tags or {}),

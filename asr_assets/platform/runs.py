@@ -99,9 +99,16 @@ def run_score_job(
     tags: Mapping[str, str] | None = None,
 ) -> RunOutcome:
     """Create a `score_letters` run for one day on `instance` and execute it here."""
-    from dagster._core.definitions.reconstruct import ReconstructableRepository
+    from dagster._core.definitions.reconstruct import (
+        ReconstructableJob,
+        ReconstructableRepository,
+    )
     from dagster._core.execution.api import execute_run
 
+    # Dagster keeps the last loaded job per process; a run must see the environment as it is
+    # now (the CLI's --data-root / --model-dir), not as an earlier run in this process saw it.
+    ReconstructableJob.get_definition.cache_clear()
+    ReconstructableJob.get_repository_definition.cache_clear()
     repository = ReconstructableRepository.for_module(
         DEFINITIONS_MODULE, DEFINITIONS_ATTRIBUTE, working_directory=str(PROJECT_ROOT)
     )

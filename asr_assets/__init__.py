@@ -15,6 +15,9 @@ __version__ = "0.1.0"
 ACKNOWLEDGED_DAGSTER_NOTICES = (
     r"Parameter `backfill_policy` of function `asset` is currently in beta",
     r"Specifying a partitions_def on an AssetCheckSpec is currently in preview",
+    r"Function `with_source_code_references` is currently in beta",
+    r"Class `CodeReferencesMetadataValue` is currently in beta",
+    r"Class `LocalFileCodeReference` is currently in beta",
 )
 for _notice in ACKNOWLEDGED_DAGSTER_NOTICES:
     warnings.filterwarnings("ignore", message=_notice)

@@ -20,6 +20,7 @@ from asr_assets.assets.alignments import alignments
 from asr_assets.assets.letter_scores import letter_scores
 from asr_assets.assets.phrase_audio import phrase_audio
 from asr_assets.assets.published_scores import published_scores
+from asr_assets.assets.surfaces import described_assets
 from asr_assets.assets.transcripts import transcripts
 from asr_assets.checks import ALL_CHECKS
 from asr_assets.checks.resources import DataQualityResource
@@ -51,7 +52,10 @@ DEFAULT_DATA_ROOT = ".asr-data"
 DEFAULT_S3_CACHE_DIR = ".asr-data/aws-cache/s3"  # under the git-ignored local data dir
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "demo-letters"
 
-ALL_ASSETS = [activities, phrase_audio, transcripts, alignments, letter_scores, published_scores]
+# Owners, `pii` tags, column schemas, code references, freshness: what the UI shows (surfaces.py).
+ALL_ASSETS = described_assets(
+    [activities, phrase_audio, transcripts, alignments, letter_scores, published_scores]
+)
 
 
 def letter_scoring_job(tags: Mapping[str, str] | None = None) -> "UnresolvedAssetJobDefinition":

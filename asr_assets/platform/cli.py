@@ -303,6 +303,13 @@ def score(
             for failure in outcome.failures:
                 console.line(f"  failed step  {failure.step}")
                 console.line(f"  cause        {failure.cause}")
+            if verbose:
+                for event in outcome.result.get_step_failure_events():
+                    error = event.step_failure_data.error if event.step_failure_data else None
+                    if error is not None:
+                        print(error.to_string(), file=console.err)
+            if outcome.failures:
+                console.line("  details      the run's event log in the UI (`make dev`), or -v")
             for line in format_check_outcomes(check_outcomes(outcome.result)):
                 console.line(line)
             if outcome.success:

@@ -80,6 +80,14 @@ class Console:
             print(f"  hint: {hint}", file=self.err, flush=True)
 
 
+PROGRESS_LINE_EVERY_S = 5.0
+
+
+def _is_terminal(stream: TextIO) -> bool:
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty and isatty())
+
+
 class ProgressHandler(logging.Handler):
     """Turns the stages' structured records into one line per stage and an inference bar."""
 
@@ -87,6 +95,7 @@ class ProgressHandler(logging.Handler):
         super().__init__(level=logging.INFO)
         self.console = console
         self._bar: Any = None
+        self._last_line = 0.0
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -117,6 +126,19 @@ class ProgressHandler(logging.Handler):
 
         total = int(fields.get("phrases_total") or 0)
         done = int(fields.get("phrases_done") or 0)
+        if not _is_terminal(self.console.err):
+            # A log file or CI: a plain line every few seconds instead of a redrawn bar.
+            now = time.monotonic()
+            if done < total and now - self._last_line < PROGRESS_LINE_EVERY_S:
+                return
+            self._last_line = now
+            eta = fields.get("eta_s")
+            self.console.line(
+                f"  {'transcripts':<17}{done:>5}/{total} phrases, "
+                f"{float(fields.get('phrases_per_s') or 0.0):.1f}/s"
+                + (f", ETA {float(eta):.0f} s" if eta is not None and done < total else "")
+            )
+            return
         if self._bar is None:
             self._bar = tqdm(
                 total=total,

@@ -54,6 +54,7 @@ def test_score_is_a_quiet_real_job_run_ending_in_the_summary(store: Path, tmp_pa
     assert code == 0, out + err
     for stage in ("activities", "phrase_audio", "transcripts", "letter_scores"):
         assert f"  {stage}" in out
+    assert "3/3 phrases" in out  # inference progress (a plain line when not on a terminal)
     assert f"{DAY}: succeeded" in out
     assert f"Partition {DAY}" in out and "share correct" in out  # the summary
     assert '{"' not in out and '{"' not in err  # no JSON unless asked

@@ -140,8 +140,8 @@ def catalog_problems(
                 PreflightProblem(
                     "catalog",
                     f"no catalog rows for {key}: nothing at {location}",
-                    "check ASR_DATA_ROOT (--data-root), or pass --allow-empty-day for a day "
-                    "that is empty on purpose",
+                    "check ASR_DATA_ROOT (--data-root); for a day that is empty on purpose, "
+                    "asr score --allow-empty-day (activities config allow_empty_day: true)",
                 )
             )
     return problems

@@ -49,8 +49,10 @@ test: $(STAMP) system-deps $(CHECKOV)
 	$(BIN)/python -m tools.deploy.iam production build/iam/production
 	$(CHECKOV) --config-file deploy/checkov.yaml
 
+# `dagster dev` suggests `dg dev`; this project does not adopt the dg CLI (README, "Why not dg").
 dev: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
-	$(BIN)/dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml
+	PYTHONWARNINGS='ignore:Function `dev_command` is superseded' \
+	  $(BIN)/dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -11,19 +11,21 @@ import os
 from collections.abc import Callable, Mapping
 from enum import StrEnum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import dagster as dg
 
 from asr_assets.assets.activities import activities
 from asr_assets.assets.alignments import alignments
 from asr_assets.assets.letter_scores import letter_scores
-from asr_assets.assets.partitions import daily_partitions
 from asr_assets.assets.phrase_audio import phrase_audio
 from asr_assets.assets.published_scores import published_scores
+from asr_assets.assets.surfaces import described_assets
 from asr_assets.assets.transcripts import transcripts
 from asr_assets.checks import ALL_CHECKS
 from asr_assets.checks.resources import DataQualityResource
-from asr_assets.executors import executor_for
+from asr_assets.executors import UnknownExecutorError
+from asr_assets.executors import executor_for as select_executor
 from asr_assets.observability.logging import (
     set_environment,
     set_log_level,
@@ -35,6 +37,7 @@ from asr_assets.resources.inference import (
     InferenceResource,
     LocalInferenceResource,
     TritonInferenceResource,
+    declared_model_sha256,
 )
 from asr_assets.resources.object_store import LocalObjectStore
 from asr_assets.resources.publisher import (
@@ -46,18 +49,33 @@ from asr_assets.resources.publisher import (
 from asr_assets.resources.s3 import S3ObjectStore
 from asr_assets.sensors import NewAudioSettings, configured_sensors
 
+if TYPE_CHECKING:
+    from dagster._core.definitions.unresolved_asset_job_definition import (
+        UnresolvedAssetJobDefinition,
+    )
+
 DEFAULT_DATA_ROOT = ".asr-data"
 DEFAULT_S3_CACHE_DIR = ".asr-data/aws-cache/s3"  # under the git-ignored local data dir
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "demo-letters"
 
-ALL_ASSETS = [activities, phrase_audio, transcripts, alignments, letter_scores, published_scores]
-
-score_letters_job = dg.define_asset_job(
-    "score_letters",
-    selection=dg.AssetSelection.assets(*ALL_ASSETS),
-    partitions_def=daily_partitions,
-    description="Score one day of letter-reading activities end to end and publish the results.",
+# Owners, `pii` tags, column schemas, code references, freshness: what the UI shows (surfaces.py).
+ALL_ASSETS = described_assets(
+    [activities, phrase_audio, transcripts, alignments, letter_scores, published_scores]
 )
+
+
+def letter_scoring_job(tags: Mapping[str, str] | None = None) -> "UnresolvedAssetJobDefinition":
+    """`score_letters`: the graph and its checks for a day; `tags` go on every run of it."""
+    return dg.define_asset_job(
+        "score_letters",
+        selection=dg.AssetSelection.assets(*ALL_ASSETS),
+        description="Score one day of letter-reading activities end to end and publish the "
+        "results.",
+        tags=dict(tags or {}),
+    )
+
+
+score_letters_job = letter_scoring_job()
 
 
 class AsrEnvironment(StrEnum):
@@ -259,6 +277,35 @@ RESOURCE_FACTORIES: dict[
 }
 
 
+def executor_for(environ: Mapping[str, str]) -> dg.ExecutorDefinition:
+    """`ASR_EXECUTOR` through the one switch in `asr_assets.executors`, in-process by default.
+
+    One process for the whole run: the stack is imported and the model loaded once, so a run
+    launched from the UI is as fast as the CLI's (the multiprocess executor re-imports both in a
+    process per step). `k8s` runs each step as a Kubernetes Job (production, dagster-k8s).
+    """
+    try:
+        executor = select_executor(environ, default=dg.in_process_executor)
+    except UnknownExecutorError as exc:
+        raise EnvironmentConfigError(str(exc)) from None
+    assert executor is not None  # a default was given
+    return executor
+
+
+def run_tags(environment: AsrEnvironment, environ: Mapping[str, str]) -> dict[str, str]:
+    """Tags on every `score_letters` run: which environment and which model scored it.
+
+    The model hash is the declared one (SHA256SUMS, cheap to read at load time); the engine
+    verifies every file before it loads the model.
+    """
+    model_dir = Path(environ.get("ASR_MODEL_DIR", str(DEFAULT_MODEL_DIR))).resolve()
+    try:
+        sha = declared_model_sha256(model_dir)[:12]
+    except OSError:
+        sha = "unreadable"
+    return {"asr/env": environment.value, "asr/model": model_dir.name, "asr/model_sha256": sha}
+
+
 def build_definitions(environ: Mapping[str, str]) -> dg.Definitions:
     environment = environment_from(environ)
     # Load time, not import time: every log record of this process names its environment.
@@ -274,7 +321,7 @@ def build_definitions(environ: Mapping[str, str]) -> dg.Definitions:
     definitions = dg.Definitions(
         assets=ALL_ASSETS,
         asset_checks=ALL_CHECKS,
-        jobs=[score_letters_job],
+        jobs=[letter_scoring_job(run_tags(environment, environ))],
         sensors=configured_sensors(new_audio_settings(environ)),
         resources=RESOURCE_FACTORIES[environment](environ),
         executor=executor_for(environ),

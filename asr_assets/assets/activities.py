@@ -27,8 +27,14 @@ from asr_assets.core.storage import (
 )
 from asr_assets.core.tables import ACTIVITIES_SCHEMA, to_table
 from asr_assets.observability.logging import get_logger, register_sensitive_values
-from asr_assets.resources.catalog import ActivityCatalog, CatalogFileError
+from asr_assets.resources.catalog import (
+    ActivityCatalog,
+    CatalogFileError,
+    EmptyCatalogPartitionError,
+)
+from asr_assets.resources.inference import InferenceResource
 from asr_assets.resources.object_store import ObjectStore
+from asr_assets.resources.preflight import PreflightError, preflight
 
 log = get_logger(__name__)
 
@@ -116,18 +122,28 @@ def build_activities(
     partition_key: str,
     max_expected_letters: int = DEFAULT_MAX_EXPECTED_LETTERS,
     audio_prefixes: list[str] | tuple[str, ...] = DEFAULT_AUDIO_PREFIXES,
+    allow_empty: bool = False,
 ) -> StageSummary:
     """Query the catalog and write the stage table: one row per catalog row, errors included.
 
     Per-row isolation: a bad row (or an unreadable file) becomes error rows of its own; every
     key that more than one catalog row claims becomes `duplicate_phrase` for all of those rows,
     so no key is both scored and errored and the rest of the day is unaffected.
+
+    A day without catalog rows fails unless `allow_empty`: an empty result is far more often a
+    wrong data root or a day not loaded yet than a day nobody read aloud, and scoring it would
+    commit an empty partition that every later reader takes for a real, quiet day.
     """
     summary = StageSummary(Stage.ACTIVITIES, partition_key)
     started = time.perf_counter()
     fetched = catalog.fetch_activity_rows(partition_key)
     raw = fetched.table
     summary.timings_ms["query"] = (time.perf_counter() - started) * 1000
+    if raw.num_rows == 0 and not fetched.file_errors and not allow_empty:
+        raise EmptyCatalogPartitionError(
+            f"no catalog rows for {partition_key} in {catalog.describe_location(partition_key)}"
+            " (check ASR_DATA_ROOT / the catalog; set allow_empty_day to score an empty day)"
+        )
     # The one stage that sees student ids: from here on, no log record of this process can
     # carry one, whatever a later change logs by mistake.
     student_ids = raw.column("student_id").to_pylist()
@@ -214,6 +230,11 @@ class ActivitiesConfig(dg.Config):
         default_factory=lambda: list(DEFAULT_AUDIO_PREFIXES),
         description="Key prefixes audio may be read from; `{tenant}` stands for the row's tenant.",
     )
+    allow_empty_day: bool = Field(
+        default=False,
+        description="Score a day without catalog rows (`asr score --allow-empty-day`) instead of "
+        "failing it as a likely wrong data root.",
+    )
 
 
 @letter_scoring_asset(
@@ -225,13 +246,29 @@ def activities(
     config: ActivitiesConfig,
     catalog: ActivityCatalog,
     store: ObjectStore,
+    inference: InferenceResource,
 ) -> dg.MaterializeResult:
-    with stage_scope(context, Stage.ACTIVITIES):
+    permanent = (EmptyCatalogPartitionError, PreflightError)
+    with stage_scope(context, Stage.ACTIVITIES, permanent=permanent):
+        # Run start: a tampered model or a read-only data root fails here, in the first step,
+        # not in `transcripts` after the catalog and audio work (the engine checks again).
+        problems = preflight(
+            {"catalog": catalog, "store": store, "inference": inference},
+            list(context.partition_keys),
+            allow_empty_day=config.allow_empty_day,
+        )
+        if problems:
+            raise PreflightError(problems)
         summaries = each_partition(
             context,
             Stage.ACTIVITIES,
             lambda key, _: build_activities(
-                catalog, store, key, config.max_expected_letters, config.audio_prefixes
+                catalog,
+                store,
+                key,
+                config.max_expected_letters,
+                config.audio_prefixes,
+                allow_empty=config.allow_empty_day,
             ),
         )
     return dg.MaterializeResult(metadata=summary_metadata(summaries))

@@ -30,6 +30,8 @@ class StageSummary:
     timings_ms: dict[str, float] = field(default_factory=dict)
     extra: dict[str, object] = field(default_factory=dict)
     preview: list[Mapping[str, object]] = field(default_factory=list)
+    #: Rows of the table the stage wrote (`dagster/row_count`); None: one row per phrase.
+    row_count: int | None = None
 
     def check_reconciles(self) -> None:
         if self.phrases_in != self.phrases_ok + self.phrases_errored:
@@ -102,33 +104,26 @@ def _cell(value: object) -> str:
     return str(value).replace("|", "\\|") if value is not None else ""
 
 
-def summary_metadata(summaries: list[StageSummary]) -> dict[str, dg.MetadataValue]:
-    """Metadata a user wants in the UI, aggregated over the partitions of the run."""
-    total_in = sum(s.phrases_in for s in summaries)
-    total_ok = sum(s.phrases_ok for s in summaries)
-    total_err = sum(s.phrases_errored for s in summaries)
-    reasons: Counter[str] = Counter()
-    for summary in summaries:
-        reasons.update(summary.errors_by_reason)
+def partition_metadata(summary: StageSummary) -> dict[str, dg.MetadataValue]:
+    """One partition's numbers, recorded on that partition's materialization only."""
     metadata: dict[str, dg.MetadataValue] = {
-        "phrases_in": dg.MetadataValue.int(total_in),
-        "phrases_ok": dg.MetadataValue.int(total_ok),
-        "phrases_errored": dg.MetadataValue.int(total_err),
-        "reconciled": dg.MetadataValue.bool(total_in == total_ok + total_err),
-        "errors_by_reason": dg.MetadataValue.json(dict(sorted(reasons.items()))),
-        "partitions": dg.MetadataValue.text(", ".join(s.partition_key for s in summaries)),
+        "dagster/row_count": dg.MetadataValue.int(
+            summary.phrases_in if summary.row_count is None else summary.row_count
+        ),
+        "phrases_in": dg.MetadataValue.int(summary.phrases_in),
+        "phrases_ok": dg.MetadataValue.int(summary.phrases_ok),
+        "phrases_errored": dg.MetadataValue.int(summary.phrases_errored),
+        "reconciled": dg.MetadataValue.bool(
+            summary.phrases_in == summary.phrases_ok + summary.phrases_errored
+        ),
+        "errors_by_reason": dg.MetadataValue.json(dict(sorted(summary.errors_by_reason.items()))),
     }
-    timings: Counter[str] = Counter()
-    for summary in summaries:
-        timings.update(summary.timings_ms)
-    for name, value in sorted(timings.items()):
+    for name, value in sorted(summary.timings_ms.items()):
         metadata[f"{name}_ms"] = dg.MetadataValue.float(round(value, 1))
-    for summary in summaries:
-        for name, value in summary.extra.items():
-            metadata[name] = _metadata_value(value)
-    preview = [row for s in summaries for row in s.preview]
-    if preview:
-        metadata["preview"] = dg.MetadataValue.md(markdown_table(preview))
+    for name, value in summary.extra.items():
+        metadata[name] = _metadata_value(value)
+    if summary.preview:
+        metadata["preview"] = dg.MetadataValue.md(markdown_table(list(summary.preview)))
     return redact_metadata(metadata)
 
 
@@ -168,7 +163,21 @@ def redact_metadata(metadata: Mapping[str, dg.MetadataValue]) -> dict[str, dg.Me
     return redacted
 
 
+def summary_metadata(summaries: list[StageSummary]) -> dict[str, dg.MetadataValue]:
+    """Metadata true of every partition of the run, for the asset's `MaterializeResult`.
+
+    Dagster copies a `MaterializeResult`'s metadata onto every partition the run materializes,
+    so it carries nothing per day: each day's numbers go on that day's event through
+    `partition_metadata` (`instrumentation.each_partition` records them).
+    """
+    return {
+        "run_partitions": dg.MetadataValue.text(", ".join(s.partition_key for s in summaries)),
+    }
+
+
 def _metadata_value(value: object) -> dg.MetadataValue:
+    if isinstance(value, dg.MetadataValue):
+        return value
     if isinstance(value, bool):
         return dg.MetadataValue.bool(value)
     if isinstance(value, int):

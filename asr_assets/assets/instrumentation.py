@@ -28,17 +28,25 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
+import structlog
 
-from asr_assets.assets.common import ReconciliationError, StageSummary, load_sensitive_digests
+from asr_assets.assets.common import (
+    ReconciliationError,
+    StageSummary,
+    load_sensitive_digests,
+    partition_metadata,
+)
 from asr_assets.core.errors import ReasonCode, Stage
 from asr_assets.core.storage import UnsafeKeyError
 from asr_assets.inference.fallback import InferenceUnavailableError
+from asr_assets.inference.model_dir import ModelIntegrityError
 from asr_assets.observability.logging import get_logger, run_context
 from asr_assets.observability.metrics import emit_slo_signal, emit_stage, emit_stage_failure
 from asr_assets.observability.tracing import run_parent_context, span
 from asr_assets.reliability.retry import retry_counts
 from asr_assets.resources.athena import AthenaQueryTimeoutError
 from asr_assets.resources.object_store import CommitConflictError, InsufficientSpaceError
+from asr_assets.resources.preflight import is_permission_error
 from asr_assets.resources.publisher import AppSyncConfigError
 
 log = get_logger(__name__)
@@ -52,6 +60,7 @@ PERMANENT_ERRORS: tuple[type[BaseException], ...] = (
     AthenaQueryTimeoutError,
     AppSyncConfigError,
     CommitConflictError,  # a newer run committed the partition: this run's result is stale
+    ModelIntegrityError,
 )
 
 
@@ -159,6 +168,12 @@ def stage_scope(
                 description=f"{type(exc).__name__}: {exc}", allow_retries=False
             ) from exc
         except Exception as exc:
+            if is_permission_error(exc):
+                # Permission denied / read-only file system: the same on every attempt.
+                failed(retryable=False, error=type(exc).__name__)
+                raise dg.Failure(
+                    description=f"{type(exc).__name__}: {exc}", allow_retries=False
+                ) from exc
             failed(retryable=True, error=type(exc).__name__)
             raise
         log.info("stage_finished", status="ok", latency_ms=(time.perf_counter() - started) * 1000)
@@ -236,6 +251,23 @@ def partition_scope(
             )
 
 
+def log_progress(
+    logger: structlog.stdlib.BoundLogger, done: int, total: int, started: float
+) -> None:
+    """INFO `inference_progress` after each batch: done/total, rate and ETA (the CLI's bar, and
+    a live line in the UI's run log for a long day)."""
+    elapsed = time.perf_counter() - started
+    rate = done / elapsed if elapsed > 0 else 0.0
+    logger.info(
+        "inference_progress",
+        status="running",
+        phrases_done=done,
+        phrases_total=total,
+        phrases_per_s=round(rate, 2),
+        eta_s=round((total - done) / rate, 1) if rate > 0 else None,
+    )
+
+
 def each_partition(
     context: dg.AssetExecutionContext,
     stage: Stage,
@@ -244,7 +276,8 @@ def each_partition(
     """Run `build` for every partition of the run, each inside its `partition_scope`.
 
     `build` returns the partition's summary and may add model, device or span attributes to
-    the record it is given.
+    the record it is given. Each partition's metadata lands on that partition's materialization
+    (a multi-day backfill run records each day's own numbers, not a sum or the last day's).
     """
     summaries: list[StageSummary] = []
     store = getattr(context.resources, "store", None)
@@ -254,5 +287,6 @@ def each_partition(
             load_sensitive_digests(store, key)
         with partition_scope(context, stage, key) as record:
             record.summary = build(key, record)
+        context.add_asset_metadata(partition_metadata(record.summary), partition_key=key)
         summaries.append(record.summary)
     return summaries

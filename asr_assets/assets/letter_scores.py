@@ -206,6 +206,41 @@ def verify_partition(
     )
 
 
+PREVIEW_COLUMNS = [
+    "activity_id",
+    "phrase_index",
+    "letter_index",
+    "expected",
+    "recognized",
+    "status",
+    "confidence",
+]
+
+
+def misread_first_preview(letters: pa.Table, limit: int = 10) -> list[dict[str, object]]:
+    """Up to `limit` letter rows, those not read correctly first (lowest confidence first).
+
+    The first ten rows of a good day are ten correct letters, which tell a reviewer nothing.
+    """
+    rows = letters.select(PREVIEW_COLUMNS).to_pylist()
+    rows.sort(
+        key=lambda r: (
+            r["status"] == "correct",
+            r["confidence"] if r["confidence"] is not None else 0.0,
+        )
+    )
+    return rows[:limit]
+
+
+def _location(uri: str) -> dg.MetadataValue:
+    """A local path as `path` metadata, an object-store URI as a `url` (the UI links both)."""
+    if uri.startswith("file://"):
+        return dg.MetadataValue.path(uri.removeprefix("file://"))
+    if "://" in uri:
+        return dg.MetadataValue.url(uri)
+    return dg.MetadataValue.path(uri)
+
+
 def build_letter_scores(
     store: ObjectStore, partition_key: str, run_id: str, fallback_model: ModelInfo | None = None
 ) -> tuple[StageSummary, PartitionManifest]:
@@ -296,24 +331,14 @@ def build_letter_scores(
             float(pc.mean(tables["phrase_results"].column("accuracy")).as_py()), 4
         )
     summary.extra["model"] = f"{model.name}@{model.version} ({model.sha256[:12]})"
-    summary.extra["result_path"] = store.uri(result_prefix("letter_scores", partition_key))
-    summary.timings_ms["commit"] = (time.perf_counter() - started) * 1000
-    summary.preview = (
-        letters.slice(0, 10)
-        .select(
-            [
-                "activity_id",
-                "phrase_index",
-                "letter_index",
-                "expected",
-                "recognized",
-                "status",
-                "confidence",
-            ]
-        )
-        .to_pylist()
+    summary.extra["result_path"] = _location(
+        store.uri(result_prefix("letter_scores", partition_key))
     )
-    summary.extra["ledger"] = store.uri(ledger)
+    summary.timings_ms["commit"] = (time.perf_counter() - started) * 1000
+    summary.row_count = letters.num_rows
+    summary.extra["misread_letters"] = letters.num_rows - statuses.get("correct", 0)
+    summary.preview = misread_first_preview(letters)
+    summary.extra["ledger"] = _location(store.uri(ledger))
     summary.check_reconciles()
     engines = sorted(set(tables["phrase_results"].column("engine").to_pylist()))
     emit_activities(

@@ -7,8 +7,12 @@ import functools
 
 import dagster as dg
 
+from asr_assets.core.days import DEFAULT_FIRST_DAY, FirstDayConfigError, first_day
+
+__all__ = ["DEFAULT_FIRST_DAY", "FirstDayConfigError", "daily_partitions", "first_day"]
+
 daily_partitions = dg.DailyPartitionsDefinition(
-    start_date="2024-01-01", timezone="UTC", end_offset=1
+    start_date=first_day(), timezone="UTC", end_offset=1
 )
 
 # A backfill groups up to a week of days per run: the model loads once per run instead of once

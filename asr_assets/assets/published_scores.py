@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import dagster as dg
 
-from asr_assets.assets.common import StageSummary, summary_metadata
+from asr_assets.assets.common import StageSummary, partition_metadata, summary_metadata
 from asr_assets.assets.instrumentation import PartitionRecord, partition_scope, stage_scope
 from asr_assets.assets.letter_scores import quarantine_key, read_quarantine
 from asr_assets.assets.partitions import letter_scoring_asset
@@ -259,6 +259,10 @@ def published_scores(
             list(context.partition_keys),
             observe=lambda key: partition_scope(context, Stage.PUBLISH, key),
         )
+        for summary in run.summaries:
+            context.add_asset_metadata(
+                partition_metadata(summary), partition_key=summary.partition_key
+            )
         metadata = {**summary_metadata(run.summaries), **run.totals()}
         failed = {key: r.failed for key, r in run.reports.items() if r.failed}
         if run.quarantined or failed:

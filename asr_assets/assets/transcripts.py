@@ -16,7 +16,12 @@ from asr_assets.assets.common import (
     key_fields,
     summary_metadata,
 )
-from asr_assets.assets.instrumentation import PartitionRecord, each_partition, stage_scope
+from asr_assets.assets.instrumentation import (
+    PartitionRecord,
+    each_partition,
+    log_progress,
+    stage_scope,
+)
 from asr_assets.assets.partitions import letter_scoring_asset
 from asr_assets.core.audio import decode_clip
 from asr_assets.core.batching import plan_batches
@@ -171,6 +176,7 @@ def build_transcripts(
     numerics = str(getattr(engine, "numerics", "fp32"))
     started = time.perf_counter()
     inference_total = 0.0
+    done = 0
     plans = plan_batches(
         [int(audio[p]["num_samples"]) for p in pending],  # type: ignore[arg-type]
         max_batch_size=engine.max_batch_size,
@@ -246,6 +252,8 @@ def build_transcripts(
                     config.robust_decoding,
                 )
                 engines["cache"] += 1
+        done += len(members)
+        log_progress(log, done, len(pending), started)
 
     rows = [results[position] for position in range(len(audio))]
     store.write_table(

@@ -39,7 +39,9 @@ from asr_assets.checks.drift import (
     DriftReport,
     DriftSettings,
     drift_report,
+    insufficient_data,
     markdown_histogram,
+    numeric_metadata,
     render_svg,
 )
 from asr_assets.checks.models import CheckOutcome
@@ -358,21 +360,30 @@ def letter_scores_drift(
 ) -> dg.AssetCheckResult:
     reports: list[DriftReport] = []
     plots: dict[str, str] = {}
+    unjudged: dict[str, str] = {}
+    numbers: dict[str, dict[str, float | int]] = {}
     for key in context.partition_keys:
         report = partition_drift(store, key, data_quality)
         store.write_bytes(drift_plot_key(key), render_svg(report).encode())
         plots[key] = store.uri(drift_plot_key(key))
         markdown = "\n\n".join(markdown_histogram(m) for m in report.metrics)
-        # The plot belongs to the asset's partition, so it is recorded on the asset too.
+        reason = insufficient_data(report, data_quality.drift_trailing_partitions)
+        if reason is not None:
+            unjudged[key] = reason
+        numbers[key] = numeric_metadata(report)
+        # The plot belongs to the asset's partition, so it is recorded on the asset too; the
+        # numbers are flat floats so the UI plots them across partitions.
         context.op_execution_context.log_event(
             dg.AssetObservation(
                 asset_key="letter_scores",
                 partition=key,
                 metadata={
+                    **{name: dg.MetadataValue.float(float(v)) for name, v in numbers[key].items()},
                     "score_distribution": dg.MetadataValue.md(markdown),
                     "score_distribution_svg": dg.MetadataValue.path(plots[key]),
                     "drift": dg.MetadataValue.json([m.as_json() for m in report.metrics]),
                     "drift_baseline": dg.MetadataValue.json(list(report.baseline_partitions)),
+                    "drift_verdict": dg.MetadataValue.text(reason or _verdict(report)),
                 },
             )
         )
@@ -396,6 +407,7 @@ def letter_scores_drift(
         "baseline_partitions": dg.MetadataValue.json(
             {r.partition_key: list(r.baseline_partitions) for r in reports}
         ),
+        "baseline_days_required": dg.MetadataValue.int(data_quality.drift_trailing_partitions),
         "score_distribution": dg.MetadataValue.md(
             "\n\n".join(
                 f"### {r.partition_key}\n\n" + "\n\n".join(markdown_histogram(m) for m in r.metrics)
@@ -404,19 +416,38 @@ def letter_scores_drift(
         ),
         "score_distribution_svg": dg.MetadataValue.json(plots),
     }
+    if len(reports) == 1:
+        # One partition: its numbers are the check's numbers (the check's own plots).
+        key = reports[0].partition_key
+        metadata.update({n: dg.MetadataValue.float(float(v)) for n, v in numbers[key].items()})
+    parts: list[str] = []
     if shifted:
-        description = "score distribution shifted: " + ", ".join(
-            f"{r.partition_key} ({', '.join(m.name for m in r.metrics if m.verdict == 'shifted')})"
-            for r in shifted
+        parts.append(
+            "score distribution shifted: "
+            + ", ".join(
+                f"{r.partition_key} "
+                f"({', '.join(m.name for m in r.metrics if m.verdict == 'shifted')})"
+                for r in shifted
+            )
         )
-    else:
-        description = "no shift beyond the thresholds (or too little history to judge)"
+    if unjudged:
+        parts.append(
+            "; ".join(
+                reason if len(reports) == 1 else f"{key}: {reason}"
+                for key, reason in unjudged.items()
+            )
+        )
+    description = "; ".join(parts) or "no shift beyond the thresholds"
     return dg.AssetCheckResult(
-        passed=not shifted,
+        passed=not shifted and not unjudged,
         severity=dg.AssetCheckSeverity.WARN,
         metadata=metadata,
         description=description,
     )
+
+
+def _verdict(report: DriftReport) -> str:
+    return "shifted" if report.shifted else "stable"
 
 
 QUALITY_CHECKS: list[dg.AssetChecksDefinition] = [

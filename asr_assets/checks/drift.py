@@ -68,6 +68,35 @@ class DriftReport:
         return any(metric.verdict == "shifted" for metric in self.metrics)
 
 
+def insufficient_data(report: DriftReport, required_baseline: int) -> str | None:
+    """Why the report cannot judge the partition, or None when it can.
+
+    A drift check with no history must not read as "passed": it has compared nothing.
+    """
+    found = len(report.baseline_partitions)
+    if found < required_baseline:
+        return f"insufficient data ({found} of {required_baseline} baseline days)"
+    thin = [m.name for m in report.metrics if m.verdict == "insufficient_data"]
+    if thin:
+        return f"insufficient data (too few values: {', '.join(thin)})"
+    return None
+
+
+def numeric_metadata(report: DriftReport) -> dict[str, float | int]:
+    """Flat numbers per metric, so the UI plots them across partitions (the asset's Plots tab)."""
+    values: dict[str, float | int] = {"drift_baseline_days": len(report.baseline_partitions)}
+    for metric in report.metrics:
+        for label, value in (
+            ("ks", metric.ks_statistic),
+            ("mean", metric.mean_current),
+            ("baseline_mean", metric.mean_baseline),
+            ("mean_shift", metric.mean_shift),
+        ):
+            if value is not None:
+                values[f"{metric.name}_{label}"] = round(float(value), 4)
+    return values
+
+
 def _round(value: float | None) -> float | None:
     return None if value is None else round(float(value), 4)
 

@@ -35,9 +35,14 @@ def check_outcomes(result: dg.ExecuteInProcessResult) -> list[CheckSummary]:
 
 
 def format_check_outcomes(outcomes: list[CheckSummary]) -> list[str]:
-    """Lines such as `  checks           10 passed, 0 failed` followed by any failure."""
+    """Lines such as `  checks           10 passed, 0 failed, 1 warning(s)`, then each one.
+
+    A WARN check (drift) that did not pass is a warning, not a failure: it never stops a run.
+    """
     failed = [o for o in outcomes if not o.passed]
-    lines = [f"  checks           {len(outcomes) - len(failed)} passed, {len(failed)} failed"]
+    warnings = sum(o.severity == "WARN" for o in failed)
+    counts = f"{len(outcomes) - len(failed)} passed, {len(failed) - warnings} failed"
+    lines = [f"  checks           {counts}" + (f", {warnings} warning(s)" if warnings else "")]
     for outcome in failed:
         word = "WARN" if outcome.severity == "WARN" else "FAILED"
         detail = outcome.description or ""

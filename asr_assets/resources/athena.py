@@ -244,6 +244,9 @@ class AthenaActivityCatalog(ActivityCatalog):
                 # The timeout is what the caller must hear about; a failed cancel is logged.
                 log.warning("athena_cancel_failed", query_id=query_id, error=type(exc).__name__)
 
+    def describe_location(self, partition_key: str) -> str:
+        return f"athena {self.database}.{self.table} where activity_date = {partition_key}"
+
     def fetch_activities(self, partition_key: str, tenant_ids: list[str] | None = None) -> pa.Table:
         return self.fetch_activity_rows(partition_key, tenant_ids).table
 

@@ -26,6 +26,14 @@ class CatalogUnavailableError(RuntimeError):
 _OPTIONAL_COLUMNS = frozenset({"audio_start_s", "audio_end_s"})
 
 
+class EmptyCatalogPartitionError(LookupError):
+    """The catalog has no rows for the day: a missing or mistyped data root, or a day not loaded.
+
+    Permanent: a retry reads the same nothing. A day that is empty on purpose is scored with the
+    `activities` config `allow_empty_day: true`.
+    """
+
+
 @dataclass(frozen=True)
 class CatalogFileError:
     """A catalog file that could not be read at all: permanent, reported, never retried."""
@@ -147,11 +155,18 @@ class ActivityCatalog(dg.ConfigurableResource):
         """None when the catalog answers now; else why not. A cheap probe (sensors skip with it)."""
         return None
 
+    def describe_location(self, partition_key: str) -> str:
+        """Where the day's rows are looked for, for errors a person reads."""
+        return f"{type(self).__name__} for activity_date={partition_key}"
+
 
 class DuckDBActivityCatalog(ActivityCatalog):
     """Embedded catalog: DuckDB over the Parquet under `catalog/activities/` in the local store."""
 
     root: str = Field(description="Local store root (ASR_DATA_ROOT) holding catalog/activities/.")
+
+    def describe_location(self, partition_key: str) -> str:
+        return str(Path(self.root).resolve() / catalog_partition_prefix(partition_key))
 
     def fetch_activities(self, partition_key: str, tenant_ids: list[str] | None = None) -> pa.Table:
         return self.fetch_activity_rows(partition_key, tenant_ids).table

@@ -140,5 +140,6 @@ def test_cli_lines() -> None:
             CheckSummary("letter_scores", "letter_scores_drift", False, "WARN", "shifted"),
         ]
     )
-    assert lines[0].split() == ["checks", "1", "passed,", "1", "failed"]
+    # A WARN check that did not pass is a warning, not a failure: it never stops a run.
+    assert lines[0].split() == ["checks", "1", "passed,", "0", "failed,", "1", "warning(s)"]
     assert "WARN letter_scores.letter_scores_drift: shifted" in lines[1]

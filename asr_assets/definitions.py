@@ -335,7 +335,7 @@ def operations_definitions(environment: AsrEnvironment) -> dg.Definitions:
     from asr_assets.assets.slo import slo_report, slo_report_schedule
 
     return dg.Definitions(
-        assets=[slo_report],
+        assets=described_assets([slo_report]),
         jobs=[privacy_retention],
         schedules=[
             retention_schedule(running=environment is AsrEnvironment.AWS),

@@ -38,6 +38,7 @@ PII_TAGS: Mapping[str, str] = {
     "alignments": "activity_id",
     "letter_scores": "activity_id",
     "published_scores": "activity_id",
+    "slo_report": "none",  # aggregates over runs and metrics only
 }
 
 COLUMN_DESCRIPTIONS: Mapping[str, str] = {

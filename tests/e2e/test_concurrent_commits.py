@@ -86,6 +86,7 @@ def test_two_concurrent_runs_leave_one_coherent_partition(
                     str(tiny_model_dir),
                     str(flag),
                     str(go),
+                    DAY,
                 ],
                 env=env,
                 stdout=subprocess.PIPE,

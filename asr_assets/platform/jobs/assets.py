@@ -418,8 +418,7 @@ JOB_ASSETS = [job_inputs, job_outputs, job_report]
 
 asr_job = dg.define_asset_job(
     JOB_NAME,
-    selection=dg.AssetSelection.assets(*JOB_ASSETS),
-    partitions_def=job_partitions,
+    selection=dg.AssetSelection.assets(*JOB_ASSETS),  # partitioned by `jobs`, inferred
     # One process per run: shards already run in their own processes (or pods), and the run's
     # PID is the one to signal.
     executor_def=dg.in_process_executor,

@@ -3,8 +3,10 @@
 import time
 from collections import Counter
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 
 import dagster as dg
+import numpy as np
 from pydantic import Field
 
 from asr_assets.assets.common import StageSummary, summary_metadata
@@ -13,6 +15,7 @@ from asr_assets.assets.partitions import letter_scoring_asset
 from asr_assets.assets.transcripts import decode_emissions
 from asr_assets.core.alignment import SpanMode
 from asr_assets.core.audio import decode_clip
+from asr_assets.core.concurrency import bounded_map
 from asr_assets.core.decoding import CtcVocabulary
 from asr_assets.core.errors import PhraseError, ReasonCode, Stage
 from asr_assets.core.models import ModelInfo, PhraseResult, Transcript
@@ -26,7 +29,7 @@ from asr_assets.core.tables import (
     TableBuilder,
     to_table,
 )
-from asr_assets.observability.logging import get_logger
+from asr_assets.observability.logging import get_logger, in_current_context
 from asr_assets.resources.inference import InferenceResource
 from asr_assets.resources.object_store import ObjectNotFoundError, ObjectStore
 
@@ -47,6 +50,17 @@ class AlignmentsConfig(dg.Config):
         description="A letter greedy decoding missed is judged correct when its own posterior "
         "near its aligned span reaches this; null keeps the greedy judgement.",
     )
+    io_workers: int = Field(
+        default=8,
+        ge=1,
+        le=64,
+        description="Phrases aligned at once: their store reads overlap, so request latency is "
+        "paid in parallel, not in series.",
+    )
+
+
+#: A phrase's letter rows and phrase row, or its error row.
+AlignOutcome = tuple[list[dict[str, object]], dict[str, object]] | dict[str, object]
 
 
 def error_row(
@@ -82,11 +96,11 @@ def align_phrase(
         emissions = decode_emissions(store.read_bytes(str(row["emissions_key"])))
     except ObjectNotFoundError as exc:
         raise PhraseError(ReasonCode.EMISSIONS_MISSING, "stored emissions are missing") from exc
-    samples = (
-        decode_clip(store.read_bytes(str(row["clip_key"])))
-        if config.span_mode is not SpanMode.ALIGNED
-        else None
-    )
+
+    def load_samples() -> np.ndarray:
+        # Only energy-widened spans need the audio: other span modes never fetch or decode it.
+        return decode_clip(store.read_bytes(str(row["clip_key"])))
+
     letters = list(row["letters"] or [])  # type: ignore[call-overload]
     transcript = Transcript(
         activity_id=str(row["activity_id"]),
@@ -107,9 +121,9 @@ def align_phrase(
         emissions.log_probs,
         vocabulary,
         model,
-        samples,
         accept_support=config.accept_support,
         span_mode=config.span_mode,
+        load_samples=load_samples,
     )
     alignment_ms = (time.perf_counter() - started) * 1000
     phrase = PhraseResult(
@@ -153,12 +167,13 @@ def build_alignments(
     errors: list[dict[str, object]] = []
     statuses: Counter[str] = Counter()
     rows = (row for batch in transcripts_table.to_batches(1024) for row in batch.to_pylist())
-    for row in rows:
+
+    def align(row: dict[str, object]) -> AlignOutcome:
+        """Letter and phrase rows, or the phrase's error row; runs on a pool worker."""
         if row.get("error_reason") is not None:
-            errors.append(
-                error_row(row, row["error_stage"], row["error_reason"], row["error_message"] or "")
+            return error_row(
+                row, str(row["error_stage"]), str(row["error_reason"]), row["error_message"] or ""
             )
-            continue
         try:
             letters, phrase = align_phrase(store, row, vocabulary, config)
         except PhraseError as exc:
@@ -169,8 +184,7 @@ def build_alignments(
                 status="errored",
                 reason=exc.reason.value,
             )
-            errors.append(error_row(row, Stage.ALIGNMENTS.value, exc.reason.value, exc.message))
-            continue
+            return error_row(row, Stage.ALIGNMENTS.value, exc.reason.value, exc.message)
         log.debug(
             "phrase_aligned",
             activity_id=phrase["activity_id"],
@@ -180,9 +194,20 @@ def build_alignments(
             accuracy=phrase["accuracy"],
             latency_ms=phrase["alignment_ms"],
         )
-        letter_rows.extend(letters)
-        phrase_rows.append(phrase)
-        statuses.update(str(letter["status"]) for letter in letters)
+        return letters, phrase
+
+    # Workers read emissions (and audio when a span mode needs it) concurrently; results come
+    # back in input order and at most a few windows of phrases are alive at once.
+    workers = config.io_workers
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="alignments") as pool:
+        for outcome in bounded_map(pool, in_current_context(align), rows, window=4 * workers):
+            if isinstance(outcome, dict):
+                errors.append(outcome)
+                continue
+            letters, phrase = outcome
+            letter_rows.extend(letters)
+            phrase_rows.append(phrase)
+            statuses.update(str(letter["status"]) for letter in letters)
     for name, table in (
         ("letter_scores", letter_rows.to_table()),
         ("phrase_results", to_table(phrase_rows, PHRASE_RESULTS_SCHEMA)),

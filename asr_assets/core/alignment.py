@@ -234,6 +234,18 @@ class SpanMode(StrEnum):
 SPIKY_MEDIAN_FRAMES = 3
 
 
+def resolve_span_mode(spans: Sequence[TokenSpan], mode: SpanMode) -> SpanMode:
+    """AUTO decided from the spans: ENERGY when they are spikes, else ALIGNED.
+
+    Callers ask before they decode audio: only ENERGY needs the clip's frame energies.
+    """
+    if mode is not SpanMode.AUTO:
+        return mode
+    lengths = [span.end - span.start for span in spans]
+    spiky = bool(lengths) and float(np.median(lengths)) < SPIKY_MEDIAN_FRAMES
+    return SpanMode.ENERGY if spiky else SpanMode.ALIGNED
+
+
 def letter_spans(
     spans: Sequence[TokenSpan],
     num_frames: int,
@@ -246,10 +258,7 @@ def letter_spans(
     cover the spoken letter it only adds error (measured on held-out synthetic voices with the
     demo model: 88% of letters within 60 ms at both edges as aligned, 83% widened).
     """
-    if mode is SpanMode.AUTO:
-        lengths = [span.end - span.start for span in spans]
-        spiky = bool(lengths) and float(np.median(lengths)) < SPIKY_MEDIAN_FRAMES
-        mode = SpanMode.ENERGY if spiky else SpanMode.ALIGNED
+    mode = resolve_span_mode(spans, mode)
     if mode is SpanMode.ALIGNED:
         return [(span.start, span.end) for span in spans]
     return widen_spans(spans, num_frames, frame_energy_db)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Sequence
@@ -12,6 +13,7 @@ import numpy as np
 
 from asr_assets.core.audio import TARGET_SAMPLE_RATE
 from asr_assets.inference.base import Emissions, InferenceError
+from asr_assets.inference.memory import release_freed_memory
 from asr_assets.inference.model_dir import model_info, read_vocabulary, verify_checksums
 from asr_assets.observability.logging import get_logger
 
@@ -28,6 +30,38 @@ def frame_stride_samples(config: Any, feature_extractor: Any) -> int | None:
     if hop:
         return int(hop) * int(stride or 1)
     return None
+
+
+def configure_torch_threads(torch: Any, num_threads: int | None) -> None:
+    """Intra-op threads as asked (torch's default otherwise), inter-op threads one.
+
+    Batches run one at a time, so inter-op parallelism only oversubscribes the cores the
+    intra-op pool already uses. torch accepts the inter-op setting once, before first use.
+    """
+    if num_threads:
+        torch.set_num_threads(num_threads)
+    if torch.get_num_interop_threads() != 1:
+        try:
+            torch.set_num_interop_threads(1)
+        except RuntimeError:  # already used in this process: the setting is fixed for good
+            log.debug("interop_threads_fixed", threads=torch.get_num_interop_threads())
+
+
+@functools.lru_cache(maxsize=2)
+def _load_network(model_dir: str, sha256: str) -> tuple[Any, Any]:
+    """The network and feature extractor, loaded once per process per verified model.
+
+    Keyed by the checksum the caller verified, so changed weights load afresh; the network is
+    only read under `inference_mode`, so runs in one process (the UI's in-process executor, a
+    benchmark, the platform's workers) share it instead of paying the load each time.
+    """
+    from transformers import AutoFeatureExtractor, AutoModelForCTC
+
+    del sha256  # part of the cache key only
+    network = AutoModelForCTC.from_pretrained(model_dir, local_files_only=True)
+    network.eval()
+    features = AutoFeatureExtractor.from_pretrained(model_dir, local_files_only=True)
+    return network, features
 
 
 class LocalTorchEngine:
@@ -49,18 +83,14 @@ class LocalTorchEngine:
         max_batch_seconds: float = 120.0,
     ) -> None:
         import torch
-        from transformers import AutoFeatureExtractor, AutoModelForCTC
 
         started = time.perf_counter()
         sha256 = verify_checksums(model_dir)
         self.model = model_info(model_dir, sha256)
         self.vocabulary = read_vocabulary(model_dir)
-        if num_threads:
-            torch.set_num_threads(num_threads)
+        configure_torch_threads(torch, num_threads)
         self._torch = torch
-        self._network = AutoModelForCTC.from_pretrained(str(model_dir), local_files_only=True)
-        self._network.eval()
-        self._features = AutoFeatureExtractor.from_pretrained(str(model_dir), local_files_only=True)
+        self._network, self._features = _load_network(str(Path(model_dir).resolve()), sha256)
         self._stride = frame_stride_samples(self._network.config, self._features)
         self.max_batch_size = max_batch_size
         self.max_batch_samples = int(max_batch_seconds * TARGET_SAMPLE_RATE)
@@ -93,7 +123,9 @@ class LocalTorchEngine:
         outputs = []
         for row, (clip, frames) in enumerate(zip(clips, lengths, strict=True)):
             frame_s = (self._stride or len(clip) / max(frames, 1)) / TARGET_SAMPLE_RATE
-            outputs.append(Emissions(np.ascontiguousarray(log_probs[row, :frames]), frame_s))
+            outputs.append(Emissions(np.array(log_probs[row, :frames]), frame_s))
+        del inputs, logits, log_probs
+        release_freed_memory()
         return outputs
 
     def _output_lengths(self, inputs: Any, samples: list[int], padded_frames: int) -> list[int]:

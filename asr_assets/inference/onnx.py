@@ -37,6 +37,7 @@ import numpy as np
 from asr_assets.core.audio import TARGET_SAMPLE_RATE
 from asr_assets.core.models import ModelInfo
 from asr_assets.inference.base import Emissions, InferenceError
+from asr_assets.inference.memory import release_freed_memory
 from asr_assets.inference.model_dir import (
     ModelIntegrityError,
     model_info,
@@ -309,7 +310,8 @@ def emissions_from_outputs(
     out = []
     for row, count in enumerate(frames.tolist()):
         kept = max(1, min(int(count), log_probs.shape[1]))
-        rows = np.ascontiguousarray(log_probs[row, :kept], dtype=np.float32)
+        # A copy, not a view: a view would keep the whole padded batch alive per phrase.
+        rows = np.array(log_probs[row, :kept], dtype=np.float32)
         out.append(Emissions(rows, frame_duration_s))
     return out
 
@@ -345,9 +347,11 @@ class LocalOnnxEngine:
         if onnx_path is None:
             onnx_path = ensure_onnx_model(model_dir, cache_dir=cache_dir, int8=int8)
         options = onnxruntime.SessionOptions()
+        # Batches run one at a time: parallelism inside operators, none between them.
+        options.inter_op_num_threads = 1
+        options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
         if num_threads:
             options.intra_op_num_threads = num_threads
-            options.inter_op_num_threads = 1
         self._session = onnxruntime.InferenceSession(
             str(onnx_path), sess_options=options, providers=["CPUExecutionProvider"]
         )
@@ -388,7 +392,10 @@ class LocalOnnxEngine:
             )
         except Exception as exc:  # onnxruntime raises its own untyped runtime errors
             raise InferenceError(f"onnx runtime inference failed: {exc}") from exc
-        return emissions_from_outputs(log_probs, frames, self.spec.frame_duration_s)
+        outputs = emissions_from_outputs(log_probs, frames, self.spec.frame_duration_s)
+        del values, log_probs
+        release_freed_memory()
+        return outputs
 
     def close(self) -> None:
         self._session = None

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 import time
 import warnings
 from collections.abc import Sequence
@@ -264,8 +263,13 @@ def quantize_int8(source: Path, target: Path) -> OnnxModelSpec:
 
 
 def default_cache_dir() -> Path:
-    """Where exports made on demand are kept; one subdirectory per model hash."""
-    return Path(tempfile.gettempdir()) / "asr-platform-onnx"
+    """Where exports made on demand are kept; one subdirectory per model hash.
+
+    On persistent disk (the user cache, not tmp): exporting the base-sized model takes ~85 s and
+    quantizing it ~26 s more, a cost to pay once per model, not once per boot.
+    """
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "asr-platform" / "onnx"
 
 
 def ensure_onnx_model(

@@ -13,7 +13,7 @@ import numpy as np
 
 from asr_assets.core.audio import TARGET_SAMPLE_RATE
 from asr_assets.inference.base import Emissions, InferenceError
-from asr_assets.inference.memory import release_freed_memory
+from asr_assets.inference.memory import release_freed_memory, usable_cpus
 from asr_assets.inference.model_dir import model_info, read_vocabulary, verify_checksums
 from asr_assets.observability.logging import get_logger
 
@@ -33,13 +33,12 @@ def frame_stride_samples(config: Any, feature_extractor: Any) -> int | None:
 
 
 def configure_torch_threads(torch: Any, num_threads: int | None) -> None:
-    """Intra-op threads as asked (torch's default otherwise), inter-op threads one.
+    """Intra-op threads as asked (else the CPUs the process may use), inter-op threads one.
 
     Batches run one at a time, so inter-op parallelism only oversubscribes the cores the
     intra-op pool already uses. torch accepts the inter-op setting once, before first use.
     """
-    if num_threads:
-        torch.set_num_threads(num_threads)
+    torch.set_num_threads(num_threads or usable_cpus())
     if torch.get_num_interop_threads() != 1:
         try:
             torch.set_num_interop_threads(1)

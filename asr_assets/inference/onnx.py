@@ -36,7 +36,7 @@ import numpy as np
 from asr_assets.core.audio import TARGET_SAMPLE_RATE
 from asr_assets.core.models import ModelInfo
 from asr_assets.inference.base import Emissions, InferenceError
-from asr_assets.inference.memory import release_freed_memory
+from asr_assets.inference.memory import release_freed_memory, usable_cpus
 from asr_assets.inference.model_dir import (
     ModelIntegrityError,
     model_info,
@@ -354,8 +354,7 @@ class LocalOnnxEngine:
         # Batches run one at a time: parallelism inside operators, none between them.
         options.inter_op_num_threads = 1
         options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
-        if num_threads:
-            options.intra_op_num_threads = num_threads
+        options.intra_op_num_threads = num_threads or usable_cpus()
         self._session = onnxruntime.InferenceSession(
             str(onnx_path), sess_options=options, providers=["CPUExecutionProvider"]
         )

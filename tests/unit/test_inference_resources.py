@@ -1,0 +1,41 @@
+"""CPU inference resources: cores sized to the process, model loaded once, memory returned."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from asr_assets.inference import memory
+from asr_assets.inference.local import LocalTorchEngine
+from tests.support.data import tone
+
+
+def test_usable_cpus_respects_a_cgroup_quota(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(memory.os, "sched_getaffinity", lambda _: set(range(64)))
+    monkeypatch.setattr(memory, "_cgroup_cpu_quota", lambda: 2.5)
+    assert memory.usable_cpus() == 2
+    monkeypatch.setattr(memory, "_cgroup_cpu_quota", lambda: 0.5)
+    assert memory.usable_cpus() == 1
+    monkeypatch.setattr(memory, "_cgroup_cpu_quota", lambda: None)
+    assert memory.usable_cpus() == 64
+
+
+def test_freed_memory_is_returned_on_glibc() -> None:
+    assert memory.release_freed_memory() is True  # the images and CI run glibc
+
+
+def test_the_model_is_loaded_once_per_process(tiny_model_dir: Path) -> None:
+    first = LocalTorchEngine(tiny_model_dir, num_threads=1)
+    second = LocalTorchEngine(tiny_model_dir, num_threads=1)
+    assert first._network is second._network
+    first.close()
+    (out,) = second.infer([tone(0.5)])  # closing one engine does not break another
+    assert out.num_frames > 0
+
+
+def test_emissions_do_not_keep_the_padded_batch_alive(tiny_model_dir: Path) -> None:
+    engine = LocalTorchEngine(tiny_model_dir, num_threads=1)
+    outputs = engine.infer([tone(0.5), tone(2.0)])
+    assert all(o.log_probs.base is None and o.log_probs.flags.owndata for o in outputs)
+    assert outputs[0].log_probs.nbytes < outputs[1].log_probs.nbytes
+    assert np.isfinite(outputs[0].log_probs).all()

@@ -50,7 +50,9 @@ from pathlib import Path
 import numpy as np, pyarrow.parquet as pq, soundfile as sf, soxr, torch
 from transformers import AutoFeatureExtractor, AutoModelForCTC
 
-root, model_dir = Path(sys.argv[1]), sys.argv[2]
+root, model_dir, threads = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+if threads:
+    torch.set_num_threads(threads)
 model = AutoModelForCTC.from_pretrained(model_dir).eval()
 features = AutoFeatureExtractor.from_pretrained(model_dir)
 vocab = json.loads((Path(model_dir) / "vocab.json").read_text())
@@ -156,11 +158,16 @@ def decoded_clips(root: Path) -> list[np.ndarray]:
     return [sf.read(path, dtype="float32")[0] for path in sorted((root / "audio").rglob("*.wav"))]
 
 
+#: Intra-op threads for every measure (0: each engine's default); set by `--threads`.
+THREADS = 0
+
+
 def open_engine(model_dir: Path, backend: str) -> Any:
     from asr_assets.resources.inference import LocalInferenceResource
 
     resource = LocalInferenceResource(
         model_dir=str(model_dir),
+        num_threads=THREADS or None,
         backend="torch" if backend == "torch" else "onnx",
         quantize_int8=backend == "int8",
     )
@@ -199,13 +206,15 @@ def child_env(root: Path, backend: str, home: Path) -> dict[str, str]:
         "ASR_LOCAL_BACKEND": "torch" if backend == "torch" else "onnx",
         "ASR_ONNX_INT8": "1" if backend == "int8" else "0",
     }
+    if THREADS:
+        env["ASR_TORCH_THREADS"] = str(THREADS)
     return env
 
 
 def naive_loop(model_dir: Path, day: Path) -> dict[str, float]:
     started = time.perf_counter()
     out = subprocess.run(
-        [sys.executable, "-c", NAIVE, str(day), str(model_dir)],
+        [sys.executable, "-c", NAIVE, str(day), str(model_dir), str(THREADS)],
         capture_output=True,
         text=True,
         check=True,
@@ -287,6 +296,7 @@ def throughput(args: argparse.Namespace) -> dict[str, Any]:
         "audio_seconds": round(audio_s, 2),
         "rounds": args.rounds,
         "cpus": os.cpu_count(),
+        "threads": THREADS or "default",
         "measured": {},
     }
     for name, runs in samples.items():
@@ -380,8 +390,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-seconds", type=float, default=5.0)
     parser.add_argument("--memory", action="store_true", help="peak RSS as the day grows")
     parser.add_argument("--sizes", default="1000,10000")
+    parser.add_argument(
+        "--threads", type=int, default=0, help="intra-op threads for every measure (0: default)"
+    )
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args([] if argv is None and __name__ != "__main__" else argv)
+    global THREADS
+    THREADS = args.threads
     figures = memory(args) if args.memory else throughput(args)
     report(figures)
     out = args.out or OUT / ("memory.json" if args.memory else f"throughput-{args.model}.json")

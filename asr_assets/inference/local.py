@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import math
 import time
 from collections.abc import Sequence
@@ -63,6 +64,28 @@ def _load_network(model_dir: str, sha256: str) -> tuple[Any, Any]:
     return network, features
 
 
+#: The padded audio a batch may hold is sized to the model: activations grow with frames x width
+#: x depth. The reference is the demo model (hidden 128 x 5 layers), for which 120 s of padded
+#: audio per batch is the fastest; a wav2vec2-base-sized model (768 x 12) then gets 8.3 s, about
+#: two clips, where batches of 16 ran no faster than batch 1 and paged large buffers.
+REFERENCE_BATCH_SECONDS = 120.0
+REFERENCE_MODEL_WIDTH = 128 * 5
+MIN_BATCH_SECONDS = 4.0
+
+
+def batch_seconds_for(model_dir: Path) -> float:
+    """Padded audio seconds per batch for this model, from its `config.json`."""
+    try:
+        config = json.loads((Path(model_dir) / "config.json").read_text())
+        width = int(config.get("hidden_size", 0)) * int(config.get("num_hidden_layers", 0))
+    except (OSError, ValueError, TypeError):
+        width = 0
+    if width <= 0:
+        return REFERENCE_BATCH_SECONDS
+    scaled = REFERENCE_BATCH_SECONDS * REFERENCE_MODEL_WIDTH / width
+    return max(MIN_BATCH_SECONDS, min(REFERENCE_BATCH_SECONDS, scaled))
+
+
 class LocalTorchEngine:
     """Loads a verified Hugging Face CTC model directory and runs it under `inference_mode`.
 
@@ -78,8 +101,8 @@ class LocalTorchEngine:
         model_dir: Path,
         *,
         num_threads: int | None = None,
-        max_batch_size: int = 16,
-        max_batch_seconds: float = 120.0,
+        max_batch_size: int = 64,
+        max_batch_seconds: float | None = None,
     ) -> None:
         import torch
 
@@ -92,7 +115,9 @@ class LocalTorchEngine:
         self._network, self._features = _load_network(str(Path(model_dir).resolve()), sha256)
         self._stride = frame_stride_samples(self._network.config, self._features)
         self.max_batch_size = max_batch_size
-        self.max_batch_samples = int(max_batch_seconds * TARGET_SAMPLE_RATE)
+        # Padded audio, not the clip count, bounds a batch (None: sized to the model).
+        seconds = max_batch_seconds or batch_seconds_for(model_dir)
+        self.max_batch_samples = int(seconds * TARGET_SAMPLE_RATE)
         log.info(
             "model_loaded",
             model=self.model.name,

@@ -339,10 +339,12 @@ class LocalOnnxEngine:
         int8: bool = False,
         cache_dir: Path | None = None,
         num_threads: int | None = None,
-        max_batch_size: int = 16,
-        max_batch_seconds: float = 120.0,
+        max_batch_size: int = 64,
+        max_batch_seconds: float | None = None,
     ) -> None:
         import onnxruntime
+
+        from asr_assets.inference.local import batch_seconds_for
 
         started = time.perf_counter()
         sha256 = verify_checksums(model_dir)
@@ -369,7 +371,9 @@ class LocalOnnxEngine:
         #: Keys the emissions cache apart from float engines of the same model.
         self.numerics = "int8" if self.spec.quantization != "none" else "fp32"
         self.max_batch_size = max_batch_size
-        self.max_batch_samples = int(max_batch_seconds * TARGET_SAMPLE_RATE)
+        # Padded audio, not the clip count, bounds a batch (None: sized to the model).
+        seconds = max_batch_seconds or batch_seconds_for(model_dir)
+        self.max_batch_samples = int(seconds * TARGET_SAMPLE_RATE)
         log.info(
             "model_loaded",
             model=self.model.name,

@@ -39,3 +39,29 @@ def test_emissions_do_not_keep_the_padded_batch_alive(tiny_model_dir: Path) -> N
     assert all(o.log_probs.base is None and o.log_probs.flags.owndata for o in outputs)
     assert outputs[0].log_probs.nbytes < outputs[1].log_probs.nbytes
     assert np.isfinite(outputs[0].log_probs).all()
+
+
+def test_batches_are_bounded_by_padded_audio_sized_to_the_model(tmp_path: Path) -> None:
+    import json
+
+    from asr_assets.inference.local import batch_seconds_for
+
+    def model(hidden: int, layers: int) -> Path:
+        directory = tmp_path / f"m{hidden}x{layers}"
+        directory.mkdir()
+        (directory / "config.json").write_text(
+            json.dumps({"hidden_size": hidden, "num_hidden_layers": layers})
+        )
+        return directory
+
+    assert batch_seconds_for(model(128, 5)) == 120.0  # the demo model
+    assert batch_seconds_for(model(768, 12)) == pytest.approx(8.33, abs=0.01)  # base-sized
+    assert batch_seconds_for(model(1024, 24)) == 4.0  # large: never below a floor
+    assert batch_seconds_for(model(32, 1)) == 120.0  # tiny: never above the reference
+    assert batch_seconds_for(tmp_path) == 120.0  # no config: the reference
+
+
+def test_engine_batch_limits_default_to_the_model_size(tiny_model_dir: Path) -> None:
+    engine = LocalTorchEngine(tiny_model_dir, num_threads=1)
+    assert engine.max_batch_samples == 120 * 16_000
+    assert engine.max_batch_size == 64

@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export DAGSTER_HOME ?= $(CURDIR)/.dagster-home
 export ASR_DATA_ROOT ?= $(CURDIR)/.asr-data
 
-.PHONY: demo test dev lint format bench eval system-deps clean
+.PHONY: demo test dev lint format bench bench-gpu eval system-deps clean
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -44,6 +44,10 @@ format: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
+
+# Throughput on an NVIDIA machine: Triton + base-sized ONNX model, synthetic 10k-phrase day.
+bench-gpu: $(STAMP)
+	$(BIN)/python -m bench.triton_gpu
 
 # Accuracy benchmark: a held-out-voice labeled store (synthesized once), scored by the pipeline.
 EVAL_STORE ?= .tmp/eval-store

@@ -51,6 +51,7 @@ def score_phrase(
     accept_support: float | None = DEFAULT_ACCEPT_SUPPORT,
     span_mode: SpanMode = SpanMode.AUTO,
     load_samples: Callable[[], np.ndarray | None] | None = None,
+    aligner: Callable[..., list[TokenSpan]] = forced_align,
 ) -> PhraseScoring:
     """Judge every expected letter of a phrase, and report extra letters as insertions.
 
@@ -66,6 +67,7 @@ def score_phrase(
 
     Audio is needed only for energy-widened spans: pass `load_samples` (called at most once, and
     only when the span mode resolves to ENERGY) instead of `samples` so other modes never decode.
+    `aligner` is `forced_align` (compiled) or `forced_align_reference` (numpy, same paths).
     """
     steps = edit_alignment(expected, transcript.letters)
     frame_s = transcript.frame_duration_s
@@ -78,7 +80,7 @@ def score_phrase(
     else:
         fold = [] if vocabulary.separator_id is None else [vocabulary.separator_id]
         try:
-            token_spans = forced_align(
+            token_spans = aligner(
                 log_probs, vocabulary.letter_ids(expected), vocabulary.blank_id, fold
             )
         except PhraseError as exc:

@@ -198,3 +198,11 @@ def test_emissions_round_trip_and_legacy_archives_still_read() -> None:
     np.testing.assert_array_equal(decode_emissions(legacy.getvalue()).log_probs, decoded.log_probs)
     with pytest.raises(ValueError, match="header says"):
         decode_emissions(encode_emissions(emissions)[:-2])
+
+
+def test_small_days_skip_the_compiler_large_days_use_the_kernel() -> None:
+    from asr_assets.assets.alignments import COMPILED_ALIGNER_MIN_PHRASES, aligner_for
+    from asr_assets.core.alignment import forced_align, forced_align_reference
+
+    assert aligner_for(1) is forced_align_reference
+    assert aligner_for(COMPILED_ALIGNER_MIN_PHRASES) is forced_align

@@ -89,11 +89,14 @@ elapsed = time.perf_counter() - started
 print(json.dumps({"seconds": elapsed, "letter_error_rate": errors / max(letters, 1)}))
 """
 
-# Runs the real CLI in this process and reports its peak RSS on the way out.
+# Runs the real CLI in this process and reports its peak RSS on the way out. VmHWM, not
+# ru_maxrss: Linux carries ru_maxrss over from the parent across fork + exec.
 SCORE = r"""
-import atexit, resource, sys
-atexit.register(lambda: sys.stderr.write(
-    "PEAK_RSS_KB=%d\n" % resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))
+import atexit, re, sys
+def peak():
+    status = open("/proc/self/status").read()
+    sys.stderr.write("PEAK_RSS_KB=%s\n" % re.search(r"VmHWM:\s+(\d+)", status).group(1))
+atexit.register(peak)
 from asr_assets.platform.cli import main
 sys.exit(main(["score", sys.argv[1]]))
 """

@@ -211,7 +211,8 @@ def build_transcripts(
             try:
                 return decode_emissions(store.read_bytes(key))
             except ObjectNotFoundError:
-                pass
+                # Not computed yet: one read instead of an existence check plus a read.
+                log.debug("emissions_not_cached", activity_id=audio[position]["activity_id"])
         return decode_clip(store.read_bytes(str(audio[position]["clip_key"])))
 
     def store_emissions(position: int, output: Emissions) -> None:

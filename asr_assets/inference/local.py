@@ -101,7 +101,7 @@ class LocalTorchEngine:
         model_dir: Path,
         *,
         num_threads: int | None = None,
-        max_batch_size: int = 64,
+        max_batch_size: int = 16,
         max_batch_seconds: float | None = None,
     ) -> None:
         import torch

@@ -339,7 +339,7 @@ class LocalOnnxEngine:
         int8: bool = False,
         cache_dir: Path | None = None,
         num_threads: int | None = None,
-        max_batch_size: int = 64,
+        max_batch_size: int = 16,
         max_batch_seconds: float | None = None,
     ) -> None:
         import onnxruntime

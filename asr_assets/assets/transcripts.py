@@ -3,7 +3,7 @@
 import io
 import struct
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 
@@ -218,31 +218,28 @@ def build_transcripts(
     def store_emissions(position: int, output: Emissions) -> None:
         store.write_bytes(key_for(position), encode_emissions(output))
 
-    def prepare(members: list[int]) -> list[Emissions | np.ndarray]:
-        return list(io_pool.map(in_current_context(load), members))
-
     workers = config.io_workers
-    # Store reads for the next batch run on the I/O pool while this batch is inferred (one
-    # batch ahead, so at most two batches of audio are alive); emissions are written by the
-    # same pool while the next batch runs. Inference stays on this thread, in plan order.
-    with (
-        ThreadPoolExecutor(max_workers=workers, thread_name_prefix="transcripts-io") as io_pool,
-        ThreadPoolExecutor(max_workers=1, thread_name_prefix="transcripts-prefetch") as ahead,
-    ):
+    # Reads run on the I/O pool ahead of inference: whole batches are submitted while fewer than
+    # `window` reads are outstanding (at least one batch ahead), so one slow request delays its
+    # own batch only, not every batch behind it, and the decoded audio alive stays about
+    # `window` clips. Emissions are written by the same pool; the oldest writes are collected
+    # once more than `window` are pending. Inference stays on this thread, in plan order.
+    window = 4 * workers
+    task = in_current_context(load)
+    write_task = in_current_context(store_emissions)
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="transcripts-io") as io_pool:
         batch_members = [[pending[i] for i in plan.indices] for plan in plans]
-        upcoming: Future[list[Emissions | np.ndarray]] | None = (
-            ahead.submit(in_current_context(prepare), batch_members[0]) if plans else None
-        )
-        writes: list[Future[None]] = []
+        submitted: deque[list[Future[Emissions | np.ndarray]]] = deque()
+        next_batch = 0
+        writes: deque[Future[None]] = deque()
         for index, plan in enumerate(plans):
             members = batch_members[index]
-            assert upcoming is not None
-            loaded = upcoming.result()
-            upcoming = (
-                ahead.submit(in_current_context(prepare), batch_members[index + 1])
-                if index + 1 < len(plans)
-                else None
-            )
+            while next_batch < len(plans) and (
+                next_batch <= index + 1 or sum(len(b) for b in submitted) < window
+            ):
+                submitted.append([io_pool.submit(task, p) for p in batch_members[next_batch]])
+                next_batch += 1
+            loaded = [future.result() for future in submitted.popleft()]
             to_run = [
                 p for p, item in zip(members, loaded, strict=True) if isinstance(item, np.ndarray)
             ]
@@ -270,11 +267,8 @@ def build_transcripts(
                     )
                 inference_total += batch_ms
                 del clips
-            # The previous batch's writes had a whole inference to finish: collect them now,
-            # so failures surface and pending writes stay bounded.
-            for write in writes:
-                write.result()
-            writes = []
+            while len(writes) > window:  # failures surface, pending writes stay bounded
+                writes.popleft().result()
             per_phrase_ms = batch_ms / max(1, len(to_run))
             for position, (output, engine_name) in zip(to_run, outputs, strict=True):
                 row = audio[position]
@@ -284,7 +278,7 @@ def build_transcripts(
                         **error_fields(Stage.TRANSCRIPTS, output),
                     }
                     continue
-                writes.append(io_pool.submit(in_current_context(store_emissions), position, output))
+                writes.append(io_pool.submit(write_task, position, output))
                 results[position] = transcript_row(
                     row,
                     output,

@@ -114,8 +114,13 @@ class LetterCoveringEngine:
 @pytest.fixture
 def store(tmp_path: Path) -> SlowStore:
     REQUESTS.__init__()  # one count per test
-    store = SlowStore(root=str(tmp_path), min_free_bytes=0)
-    setup = LocalObjectStore(root=str(tmp_path), min_free_bytes=0)  # no latency for set-up
+    write_phrase_audio(tmp_path)
+    return SlowStore(root=str(tmp_path), min_free_bytes=0)
+
+
+def write_phrase_audio(root: Path) -> None:
+    """The `phrase_audio` stage table and its clips, written without latency."""
+    setup = LocalObjectStore(root=str(root), min_free_bytes=0)
     rows = []
     for index in range(PHRASES):
         samples = (0.1 * np.sin(np.arange(16_000 + 160 * index) / 7.0)).astype(np.float32)
@@ -137,7 +142,6 @@ def store(tmp_path: Path) -> SlowStore:
     setup.write_table(
         stage_table_key(Stage.PHRASE_AUDIO, PARTITION), to_table(rows, PHRASE_AUDIO_SCHEMA)
     )
-    return store
 
 
 def test_transcripts_reads_and_writes_concurrently(store: SlowStore) -> None:

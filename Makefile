@@ -12,7 +12,7 @@ CHECKOV := $(CHECKOV_VENV)/bin/checkov
 OVERLAYS := deploy/k8s/overlays/staging deploy/k8s/overlays/production
 SECRETS_EXCLUDE := ^(data/|models/.*\.safetensors$$|requirements\.lock$$|\.secrets\.baseline$$)
 
-.PHONY: demo test dev lint format bench eval system-deps clean manifests sbom audit secrets-baseline
+.PHONY: demo test dev lint format bench bench-gpu eval system-deps clean manifests sbom audit secrets-baseline
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -64,6 +64,10 @@ format: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
+
+# Throughput on an NVIDIA machine: Triton + base-sized ONNX model, synthetic 10k-phrase day.
+bench-gpu: $(STAMP)
+	$(BIN)/python -m bench.triton_gpu
 
 # Accuracy benchmark: a held-out-voice labeled store and two stores read by synthesizers never
 # used in training (festival, FreeTTS), synthesized once, scored by the pipeline; one table per

@@ -148,6 +148,7 @@ def _local_inference(environ: Mapping[str, str]) -> LocalInferenceResource:
         num_threads=int(threads) if threads else None,
         backend=_choice(environ, "ASR_LOCAL_BACKEND", "torch", ("torch", "onnx")),  # type: ignore[arg-type]
         quantize_int8=_flag(environ, "ASR_ONNX_INT8", False),
+        onnx_cache_dir=_optional(environ, "ASR_ONNX_CACHE_DIR"),
     )
 
 

@@ -160,25 +160,60 @@ def merge_repeats(
     return spans
 
 
-def forced_align(
-    log_probs: np.ndarray,
-    targets: Sequence[int],
-    blank_id: int,
-    fold_ids: Sequence[int] = (),
-) -> list[TokenSpan]:
-    """CTC forced alignment of `targets` to (T, V) log-probabilities.
-
-    Raises `PhraseError(AUDIO_TOO_SHORT_FOR_SEQUENCE)` when there are fewer frames than the
-    sequence needs; the caller marks those letters `unaligned` rather than dropping them.
-    """
-    if len(targets) == 0:
-        return []
+def _check_length(log_probs: np.ndarray, targets: Sequence[int]) -> None:
     needed = min_frames_for(targets)
     if log_probs.shape[0] < needed:
         raise PhraseError(
             ReasonCode.AUDIO_TOO_SHORT_FOR_SEQUENCE,
             f"{log_probs.shape[0]} frames cannot hold {len(targets)} letters (need {needed})",
         )
+
+
+def forced_align(
+    log_probs: np.ndarray,
+    targets: Sequence[int],
+    blank_id: int,
+    fold_ids: Sequence[int] = (),
+) -> list[TokenSpan]:
+    """CTC forced alignment of `targets` to (T, V) log-probabilities, by the compiled kernel.
+
+    Same paths as `forced_align_reference` (the numpy trellis, kept as the specification the
+    tests compare against), at compiled speed. Raises `PhraseError(AUDIO_TOO_SHORT_FOR_SEQUENCE)`
+    when there are fewer frames than the sequence needs; the caller marks those letters
+    `unaligned` rather than dropping them.
+    """
+    from asr_assets.core.alignment_kernel import BACKTRACE_SHORT, NO_COMPLETE_PATH, viterbi_spans
+
+    if len(targets) == 0:
+        return []
+    _check_length(log_probs, targets)
+    emissions = fold_into_blank(log_probs, blank_id, fold_ids) if fold_ids else log_probs
+    status, starts, ends, posteriors = viterbi_spans(emissions, np.asarray(targets), blank_id)
+    if status == NO_COMPLETE_PATH:
+        raise PhraseError(ReasonCode.ALIGNMENT_FAILED, "no complete CTC path through the trellis")
+    if status == BACKTRACE_SHORT:
+        raise PhraseError(ReasonCode.ALIGNMENT_FAILED, "backtrace did not reach the first target")
+    if (starts < 0).any():  # cannot happen for a complete path; guarded for clarity
+        index = int(np.argmax(starts < 0))
+        raise PhraseError(ReasonCode.ALIGNMENT_FAILED, f"target {index} received no frame")
+    return [
+        TokenSpan(int(token), int(start), int(end), float(posterior))
+        for token, start, end, posterior in zip(
+            targets, starts.tolist(), ends.tolist(), posteriors.tolist(), strict=True
+        )
+    ]
+
+
+def forced_align_reference(
+    log_probs: np.ndarray,
+    targets: Sequence[int],
+    blank_id: int,
+    fold_ids: Sequence[int] = (),
+) -> list[TokenSpan]:
+    """The numpy trellis: one vectorised step per frame; the reference `forced_align` matches."""
+    if len(targets) == 0:
+        return []
+    _check_length(log_probs, targets)
     emissions = fold_into_blank(log_probs, blank_id, fold_ids) if fold_ids else log_probs
     final, backpointers = get_trellis(emissions, targets, blank_id)
     path = backtrack(final, backpointers, len(targets))
@@ -199,6 +234,18 @@ class SpanMode(StrEnum):
 SPIKY_MEDIAN_FRAMES = 3
 
 
+def resolve_span_mode(spans: Sequence[TokenSpan], mode: SpanMode) -> SpanMode:
+    """AUTO decided from the spans: ENERGY when they are spikes, else ALIGNED.
+
+    Callers ask before they decode audio: only ENERGY needs the clip's frame energies.
+    """
+    if mode is not SpanMode.AUTO:
+        return mode
+    lengths = [span.end - span.start for span in spans]
+    spiky = bool(lengths) and float(np.median(lengths)) < SPIKY_MEDIAN_FRAMES
+    return SpanMode.ENERGY if spiky else SpanMode.ALIGNED
+
+
 def letter_spans(
     spans: Sequence[TokenSpan],
     num_frames: int,
@@ -211,10 +258,7 @@ def letter_spans(
     cover the spoken letter it only adds error (measured on held-out synthetic voices with the
     demo model: 88% of letters within 60 ms at both edges as aligned, 83% widened).
     """
-    if mode is SpanMode.AUTO:
-        lengths = [span.end - span.start for span in spans]
-        spiky = bool(lengths) and float(np.median(lengths)) < SPIKY_MEDIAN_FRAMES
-        mode = SpanMode.ENERGY if spiky else SpanMode.ALIGNED
+    mode = resolve_span_mode(spans, mode)
     if mode is SpanMode.ALIGNED:
         return [(span.start, span.end) for span in spans]
     return widen_spans(spans, num_frames, frame_energy_db)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -16,6 +16,7 @@ from asr_assets.core.alignment import (
     forced_align,
     frame_energy_db,
     letter_spans,
+    resolve_span_mode,
 )
 from asr_assets.core.audio import TARGET_SAMPLE_RATE
 from asr_assets.core.decoding import CtcVocabulary
@@ -134,6 +135,8 @@ def score_phrase(
     accept_support: float | None = DEFAULT_ACCEPT_SUPPORT,
     span_mode: SpanMode = SpanMode.AUTO,
     policy: DecisionPolicy | None = None,
+    load_samples: Callable[[], np.ndarray | None] | None = None,
+    aligner: Callable[..., list[TokenSpan]] = forced_align,
 ) -> PhraseScoring:
     """Judge every expected letter of a phrase, and report extra letters as insertions.
 
@@ -149,6 +152,10 @@ def score_phrase(
 
     `log_probs` may be None (an engine that returns only text): statuses then come from the
     edit alignment alone and every expected letter is `unaligned` for lack of timing.
+
+    Audio is needed only for energy-widened spans: pass `load_samples` (called at most once, and
+    only when the span mode resolves to ENERGY) instead of `samples` so other modes never decode.
+    `aligner` is `forced_align` (compiled) or `forced_align_reference` (numpy, same paths).
     """
     steps = edit_alignment(expected, transcript.letters)
     frame_s = transcript.frame_duration_s
@@ -161,17 +168,21 @@ def score_phrase(
     else:
         fold = [] if vocabulary.separator_id is None else [vocabulary.separator_id]
         try:
-            token_spans = forced_align(
+            token_spans = aligner(
                 log_probs, vocabulary.letter_ids(expected), vocabulary.blank_id, fold
             )
         except PhraseError as exc:
             unaligned_reason = exc.reason
         else:
-            stride = round(frame_s * TARGET_SAMPLE_RATE) if frame_s > 0 else None
-            energy = (
-                None if samples is None else frame_energy_db(samples, log_probs.shape[0], stride)
-            )
-            spans = letter_spans(token_spans, log_probs.shape[0], energy, span_mode)
+            mode = resolve_span_mode(token_spans, span_mode)
+            energy = None
+            if mode is SpanMode.ENERGY:
+                if samples is None and load_samples is not None:
+                    samples = load_samples()
+                stride = round(frame_s * TARGET_SAMPLE_RATE) if frame_s > 0 else None
+                if samples is not None:
+                    energy = frame_energy_db(samples, log_probs.shape[0], stride)
+            spans = letter_spans(token_spans, log_probs.shape[0], energy, mode)
             goodness = [span.score for span in token_spans]
             support = letter_support(log_probs, token_spans)
 

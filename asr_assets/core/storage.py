@@ -78,7 +78,7 @@ def emissions_key(model_sha256: str, clip_sha256: str, numerics: str = "fp32") -
     """Emissions are keyed by model, numerics and audio content: rerunning the same model reuses
     them, but int8-quantized emissions never stand in for float ones (or the reverse)."""
     model = model_sha256[:16] if numerics == "fp32" else f"{model_sha256[:16]}-{numerics}"
-    return f"cache/emissions/model={model}/{clip_sha256[:2]}/{clip_sha256}.npz"
+    return f"cache/emissions/model={model}/{clip_sha256[:2]}/{clip_sha256}.f16"
 
 
 def result_prefix(table: str, partition_key: str) -> str:

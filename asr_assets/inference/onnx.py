@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 import time
 import warnings
 from collections.abc import Sequence
@@ -37,6 +36,7 @@ import numpy as np
 from asr_assets.core.audio import TARGET_SAMPLE_RATE
 from asr_assets.core.models import ModelInfo
 from asr_assets.inference.base import Emissions, InferenceError
+from asr_assets.inference.memory import release_freed_memory, usable_cpus
 from asr_assets.inference.model_dir import (
     ModelIntegrityError,
     model_info,
@@ -263,8 +263,13 @@ def quantize_int8(source: Path, target: Path) -> OnnxModelSpec:
 
 
 def default_cache_dir() -> Path:
-    """Where exports made on demand are kept; one subdirectory per model hash."""
-    return Path(tempfile.gettempdir()) / "asr-platform-onnx"
+    """Where exports made on demand are kept; one subdirectory per model hash.
+
+    On persistent disk (the user cache, not tmp): exporting the base-sized model takes ~85 s and
+    quantizing it ~26 s more, a cost to pay once per model, not once per boot.
+    """
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "asr-platform" / "onnx"
 
 
 def ensure_onnx_model(
@@ -309,7 +314,8 @@ def emissions_from_outputs(
     out = []
     for row, count in enumerate(frames.tolist()):
         kept = max(1, min(int(count), log_probs.shape[1]))
-        rows = np.ascontiguousarray(log_probs[row, :kept], dtype=np.float32)
+        # A copy, not a view: a view would keep the whole padded batch alive per phrase.
+        rows = np.array(log_probs[row, :kept], dtype=np.float32)
         out.append(Emissions(rows, frame_duration_s))
     return out
 
@@ -334,9 +340,11 @@ class LocalOnnxEngine:
         cache_dir: Path | None = None,
         num_threads: int | None = None,
         max_batch_size: int = 16,
-        max_batch_seconds: float = 120.0,
+        max_batch_seconds: float | None = None,
     ) -> None:
         import onnxruntime
+
+        from asr_assets.inference.local import batch_seconds_for
 
         started = time.perf_counter()
         sha256 = verify_checksums(model_dir)
@@ -345,9 +353,10 @@ class LocalOnnxEngine:
         if onnx_path is None:
             onnx_path = ensure_onnx_model(model_dir, cache_dir=cache_dir, int8=int8)
         options = onnxruntime.SessionOptions()
-        if num_threads:
-            options.intra_op_num_threads = num_threads
-            options.inter_op_num_threads = 1
+        # Batches run one at a time: parallelism inside operators, none between them.
+        options.inter_op_num_threads = 1
+        options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
+        options.intra_op_num_threads = num_threads or usable_cpus()
         self._session = onnxruntime.InferenceSession(
             str(onnx_path), sess_options=options, providers=["CPUExecutionProvider"]
         )
@@ -362,7 +371,9 @@ class LocalOnnxEngine:
         #: Keys the emissions cache apart from float engines of the same model.
         self.numerics = "int8" if self.spec.quantization != "none" else "fp32"
         self.max_batch_size = max_batch_size
-        self.max_batch_samples = int(max_batch_seconds * TARGET_SAMPLE_RATE)
+        # Padded audio, not the clip count, bounds a batch (None: sized to the model).
+        seconds = max_batch_seconds or batch_seconds_for(model_dir)
+        self.max_batch_samples = int(seconds * TARGET_SAMPLE_RATE)
         log.info(
             "model_loaded",
             model=self.model.name,
@@ -388,7 +399,10 @@ class LocalOnnxEngine:
             )
         except Exception as exc:  # onnxruntime raises its own untyped runtime errors
             raise InferenceError(f"onnx runtime inference failed: {exc}") from exc
-        return emissions_from_outputs(log_probs, frames, self.spec.frame_duration_s)
+        outputs = emissions_from_outputs(log_probs, frames, self.spec.frame_duration_s)
+        del values, log_probs
+        release_freed_memory()
+        return outputs
 
     def close(self) -> None:
         self._session = None

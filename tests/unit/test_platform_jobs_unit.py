@@ -109,7 +109,7 @@ def _peak_bytes(tmp_path: Path, count: int) -> int:
     store = _store(tmp_path / str(count))
     store.write_bytes("m/a.wav", wav_bytes(tone(0.3)))
     body = "".join(
-        json.dumps({"key": "m/a.wav", "expected_text": "a b c", "pad": "x" * 200}) + "\n"
+        json.dumps({"key": "m/a.wav", "expected_text": "a b c", "pad": "x" * 1000}) + "\n"
         for _ in range(count)
     )
     store.write_bytes("m/list.jsonl", body.encode())
@@ -128,9 +128,12 @@ def _peak_bytes(tmp_path: Path, count: int) -> int:
 
 
 def test_a_10k_file_manifest_streams_in_flat_memory(tmp_path: Path) -> None:
+    _peak_bytes(tmp_path / "warm", 100)  # lazy imports and caches, not the manifest's rows
     small = _peak_bytes(tmp_path, 1_000)
     large = _peak_bytes(tmp_path, 10_000)
-    assert large < small * 1.5 + 512 * 1024, (small, large)
+    # Holding the rows would cost >= 12 MB at 10k (each a dict of ~1.3 kB); the slack covers
+    # one-off growth of interpreter-wide tables (the interned-string dict resizes once, ~4 MB).
+    assert large < small * 1.5 + 5 * 1024 * 1024, (small, large)
 
 
 def _table(keys: list[str], status: list[str], reasons: list[str | None]) -> pa.Table:

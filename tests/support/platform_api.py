@@ -115,9 +115,19 @@ class FileJobsBackend:
     def workloads(self) -> list[WorkloadInfo]:
         return [
             WorkloadInfo(
-                name="letter-scoring", version="1.0.0", owner="reading", input_kind="manifest"
+                name="letter-scoring",
+                version="1.0.0",
+                ref="letter-scoring:1.0.0",
+                owner="reading",
+                input_kinds=["manifest"],
             ),
-            WorkloadInfo(name="transcribe", version="1.0.0", owner="platform", input_kind="prefix"),
+            WorkloadInfo(
+                name="transcribe",
+                version="1.0.0",
+                ref="transcribe:1.0.0",
+                owner="platform",
+                input_kinds=["prefix", "manifest"],
+            ),
         ]
 
     def count_inputs(self, request: JobRequest, limit: int) -> int | None:

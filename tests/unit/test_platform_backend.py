@@ -1,17 +1,19 @@
-"""The API's default engine adapter: run logs from the Dagster instance, workload manifests,
+"""The API's default engine adapter: run logs from the Dagster instance, the workload registry,
 input counts from the object store. (Submission itself is the platform core's.)"""
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import dagster as dg
 import pytest
 
-from asr_assets.platform.api import backend as backend_module
-from asr_assets.platform.api.backend import PlatformJobsBackend
+from asr_assets.platform.api.backend import PlatformJobsBackend, WorkloadRegistryError
 from asr_assets.platform.jobs.models import JobRequest
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_logs_come_from_the_runs_event_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -38,24 +40,33 @@ def test_readiness_needs_a_persistent_instance(monkeypatch: pytest.MonkeyPatch) 
         PlatformJobsBackend().check_ready()
 
 
-def test_workloads_are_read_from_their_manifests(
+def test_workloads_come_from_the_core_registry(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    (tmp_path / "transcribe").mkdir()
-    (tmp_path / "transcribe" / "workload.yaml").write_text(
-        "name: transcribe\nversion: 1.2.0\ndescription: plain CTC transcription\n"
-        "owner: platform\ninput:\n  kind: prefix\n"
-    )
+    """The registry's data: real owner and input kinds, newest versions, extra folders too."""
+    extra = tmp_path / "extra"
+    shutil.copytree(REPO / "workloads" / "transcribe", extra / "transcribe-2")
+    manifest = extra / "transcribe-2" / "workload.yaml"
+    manifest.write_text(manifest.read_text().replace("version: 1.0.0", "version: 1.1.0"))
+    monkeypatch.setenv("ASR_WORKLOAD_DIRS", str(extra))
+    found = {w.ref: w for w in PlatformJobsBackend().workloads()}
+    assert set(found) == {"letter-scoring:1.0.0", "transcribe:1.0.0", "transcribe:1.1.0"}
+    letters = found["letter-scoring:1.0.0"]
+    assert (letters.owner, letters.input_kinds) == ("reading-assessment", ["manifest"])
+    assert letters.manifest_fields == {"expected_text": "string"}
+    assert letters.resources is not None and letters.resources.cpu == "2"
+    assert found["transcribe:1.1.0"].input_kinds == ["prefix", "manifest"]
+    assert {"key", "status", "reason_code", "text"} <= set(found["transcribe:1.1.0"].output_columns)
+
+
+def test_an_invalid_registry_is_an_error_not_a_shorter_list(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "workload.yaml").write_text("name: [unclosed\n")
-    monkeypatch.setattr(backend_module, "WORKLOADS_DIR", tmp_path)
-    [workload] = PlatformJobsBackend().workloads()
-    assert (workload.name, workload.version, workload.owner, workload.input_kind) == (
-        "transcribe",
-        "1.2.0",
-        "platform",
-        "prefix",
-    )
+    monkeypatch.setenv("ASR_WORKLOAD_DIRS", str(tmp_path))
+    with pytest.raises(WorkloadRegistryError, match=r"broken/workload\.yaml"):
+        PlatformJobsBackend().workloads()
 
 
 def test_inputs_are_counted_in_the_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

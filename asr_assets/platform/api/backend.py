@@ -10,25 +10,43 @@ from __future__ import annotations
 import io
 import logging
 import os
-from pathlib import Path
 from typing import Protocol
 
-import yaml
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from asr_assets.observability.logging import get_logger
 from asr_assets.platform.jobs.models import JobRequest, JobResults, JobStatus
 
 log = get_logger(__name__)
-WORKLOADS_DIR = Path(__file__).resolve().parents[3] / "workloads"
+
+
+class WorkloadResourcesInfo(BaseModel):
+    cpu: str
+    memory: str
+    gpu: int
 
 
 class WorkloadInfo(BaseModel):
+    """One registered workload version, as the platform core's registry loaded it."""
+
     name: str
     version: str
+    ref: str = Field(description="`name:version`, what a job's `workload` resolves to")
     description: str = ""
-    owner: str = ""
-    input_kind: str = ""
+    owner: str = Field(default="", description="the owning team")
+    input_kinds: list[str] = Field(default_factory=list, description="`prefix` and/or `manifest`")
+    manifest_fields: dict[str, str] = Field(
+        default_factory=dict, description="per-file fields a manifest must give (Arrow types)"
+    )
+    output_columns: list[str] = Field(default_factory=list)
+    image: str | None = None
+    resources: WorkloadResourcesInfo | None = None
+    shard_size: int | None = None
+    timeout_s: float | None = None
+
+
+class WorkloadRegistryError(RuntimeError):
+    """The workload registry cannot be loaded (an invalid or duplicate manifest)."""
 
 
 class JobsBackend(Protocol):
@@ -96,25 +114,34 @@ class PlatformJobsBackend:
         return lines
 
     def workloads(self) -> list[WorkloadInfo]:
-        """The shipped workload manifests (`workloads/*/workload.yaml`), newest version last."""
-        found = []
-        for path in sorted(WORKLOADS_DIR.glob("*/workload.yaml")):
-            try:
-                raw = yaml.safe_load(path.read_text()) or {}
-            except yaml.YAMLError as error:
-                log.warning("workload manifest unreadable", path=str(path), error=str(error))
-                continue
-            inputs = raw.get("input") or raw.get("inputs") or {}
-            found.append(
-                WorkloadInfo(
-                    name=str(raw.get("name", path.parent.name)),
-                    version=str(raw.get("version", "")),
-                    description=str(raw.get("description", "")),
-                    owner=str(raw.get("owner") or raw.get("owner_team") or ""),
-                    input_kind=str(inputs.get("kind", "")) if isinstance(inputs, dict) else "",
-                )
+        """Every version in the core's registry (`workloads/` plus ASR_WORKLOAD_DIRS).
+
+        The registry is the one place that validates manifests and resolves `name:1`, so the
+        list shows exactly what a submission can run; an invalid registry is an error here too.
+        """
+        from asr_assets.platform.workloads import RegistryError, WorkloadRegistry
+
+        try:
+            registry = WorkloadRegistry.from_environment()
+        except RegistryError as error:
+            raise WorkloadRegistryError(str(error)) from error
+        return [
+            WorkloadInfo(
+                name=manifest.name,
+                version=manifest.version,
+                ref=manifest.ref,
+                description=manifest.description,
+                owner=manifest.owner_team,
+                input_kinds=[kind.value for kind in manifest.input.kinds],
+                manifest_fields=dict(manifest.input.fields),
+                output_columns=[column.name for column in manifest.output],
+                image=manifest.image,
+                resources=WorkloadResourcesInfo(**manifest.resources.model_dump()),
+                shard_size=manifest.shard_size,
+                timeout_s=manifest.timeout_s,
             )
-        return found
+            for manifest in registry.all()
+        ]
 
     def count_inputs(self, request: JobRequest, limit: int) -> int | None:
         from asr_assets.definitions import aws_resources, environment_from, local_resources

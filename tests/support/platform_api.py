@@ -67,6 +67,9 @@ class FileJobsBackend:
     def submit(self, request: JobRequest) -> str:
         if self.fail_submit or (self.root / "engine-down").exists():
             raise RuntimeError("engine down")
+        if (self.root / "engine-refuses").exists():
+            # What the core raises for a request it will never run (e.g. an unknown workload).
+            raise LookupError("no workload named 'letter-scoring'")
         assert request.job_id is not None
         (self.root / f"{request.job_id}.request.json").write_text(request.model_dump_json())
         self.write(

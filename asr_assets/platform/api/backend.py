@@ -10,12 +10,15 @@ from __future__ import annotations
 import io
 import logging
 import os
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from pydantic import BaseModel, Field
 
 from asr_assets.observability.logging import get_logger
 from asr_assets.platform.jobs.models import JobRequest, JobResults, JobStatus
+
+if TYPE_CHECKING:
+    from asr_assets.resources.object_store import ObjectStore
 
 log = get_logger(__name__)
 
@@ -77,7 +80,7 @@ class PlatformJobsBackend:
     def submit(self, request: JobRequest) -> str:
         from asr_assets.platform.jobs import submit
 
-        return submit(request)
+        return submit(in_store_keys(request, self._store()))
 
     def status(self, job_id: str) -> JobStatus:
         from asr_assets.platform.jobs import status
@@ -143,21 +146,32 @@ class PlatformJobsBackend:
             for manifest in registry.all()
         ]
 
-    def count_inputs(self, request: JobRequest, limit: int) -> int | None:
+    def _store(self) -> ObjectStore:
+        """The object store the job code location uses (same environment, same settings)."""
         from asr_assets.definitions import aws_resources, environment_from, local_resources
 
         environment = environment_from(os.environ)
         build = local_resources if environment.value == "local" else aws_resources
-        store = build(os.environ)["store"]
+        return build(os.environ)["store"]  # type: ignore[return-value]
+
+    def count_inputs(self, request: JobRequest, limit: int) -> int | None:
+        """What the core will read: the workload's audio files under the prefix, or the
+        manifest's rows (a workload the registry does not know counts as unknown)."""
+        from asr_assets.platform.jobs.shards import iter_candidates
+        from asr_assets.platform.workloads import WorkloadRegistry
+
+        store = self._store()
+        request = in_store_keys(request, store)
         if request.manifest is not None:
-            key = _store_key(request.manifest)
+            key = request.manifest.strip("/")
             if key.endswith(".parquet"):
                 import pyarrow.parquet as pq
 
                 return pq.ParquetFile(io.BytesIO(store.read_bytes(key))).metadata.num_rows
             return sum(1 for line in store.read_bytes(key).splitlines() if line.strip())
+        manifest = WorkloadRegistry.from_environment().resolve(request.workload)
         count = 0
-        for _ in store.iter_objects(_store_key(request.input_prefix or "")):
+        for _ in iter_candidates(store, request, manifest):
             count += 1
             if count > limit:
                 break
@@ -168,8 +182,51 @@ class PlatformJobsBackend:
         instance.get_runs_count()
 
 
-def _store_key(location: str) -> str:
-    """The key inside the configured store (`s3://bucket/key` keeps only `key`)."""
-    if location.startswith("s3://"):
-        return location[5:].partition("/")[2]
-    return location
+def store_key(location: str, store: ObjectStore) -> str:
+    """A location as a key inside the platform's store: `s3://bucket/root/key` becomes `key`.
+
+    The core reads and writes store keys only. A URI in another bucket, outside the store's
+    root prefix, or any URI when the store is a local directory names data the platform cannot
+    reach: that is the request's mistake (a ValueError, answered 422), found before any run.
+    """
+    if not location.startswith("s3://"):
+        return location
+    from asr_assets.resources.s3 import S3ObjectStore
+
+    if not isinstance(store, S3ObjectStore):
+        raise ValueError(f"{location}: the platform's store is not S3; give a key within it")
+    bucket, _, key = location[len("s3://") :].partition("/")
+    if bucket != store.bucket:
+        raise ValueError(f"{location}: not in the platform's bucket ({store.bucket})")
+    root = store.prefix.strip("/")
+    if root:
+        if not key.startswith(f"{root}/"):
+            raise ValueError(f"{location}: outside the platform's store (s3://{bucket}/{root}/)")
+        key = key[len(root) + 1 :]
+    if not key.strip("/"):
+        raise ValueError(f"{location}: names the whole store, not a prefix within it")
+    return key
+
+
+def in_store_keys(request: JobRequest, store: ObjectStore) -> JobRequest:
+    """The request with every location as a store key (see `store_key`).
+
+    Key prefixes (the tenant's) that lie elsewhere are dropped: no audio key in this store can
+    match them anyway, and the core then falls back to the stricter input-prefix rule.
+    """
+    key_prefixes = []
+    for prefix in request.key_prefixes:
+        try:
+            key_prefixes.append(store_key(prefix, store))
+        except ValueError:
+            continue
+    return request.model_copy(
+        update={
+            "input_prefix": None
+            if request.input_prefix is None
+            else store_key(request.input_prefix, store),
+            "manifest": None if request.manifest is None else store_key(request.manifest, store),
+            "output_prefix": store_key(request.output_prefix, store),
+            "key_prefixes": key_prefixes,
+        }
+    )

@@ -269,6 +269,8 @@ class JobService:
             params=dict(body.params),
             tags=tags,
             job_id=job_id,
+            # Every audio key a manifest names must lie inside the tenant's own prefixes.
+            key_prefixes=list(tenant.allowed_prefixes),
         )
 
     # ---- reading ----------------------------------------------------------------------------

@@ -109,3 +109,72 @@ def test_s3_tag_sets_respect_the_limits() -> None:
     ]
     cleaned = dict((t["Key"], t["Value"]) for t in s3_tag_set({"bad#key": "é\n", "k" * 200: "v"}))
     assert cleaned == {"bad_key": "__", "k" * 128: "v"}
+
+
+@pytest.mark.e2e
+def test_a_job_on_s3_tags_its_output_objects(
+    aws_env: MotoServer,  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The API's engine adapter on the S3 store: s3:// locations in, tagged objects out."""
+    import dagster as dg
+
+    from asr_assets.platform.api.backend import PlatformJobsBackend
+    from asr_assets.platform.jobs.models import JobRequest
+    from tests.support.jobs import SAMPLE_STORE, wait_for, write_instance_yaml
+
+    client = s3_client(aws_env.endpoint)
+    client.create_bucket(Bucket=BUCKET)
+    activity = SAMPLE_STORE / "audio" / "2026-11-27" / "3e4ffd28-0c09-4bcb-b709-587cd780b1d5"
+    for name in ("0.flac", "1.flac"):
+        body = (activity / name).read_bytes()
+        client.put_object(Bucket=BUCKET, Key=f"asr/tenants/a/in/{name}", Body=body)
+    home = tmp_path / "home"
+    write_instance_yaml(home)
+    for name, value in {
+        "DAGSTER_HOME": str(home),
+        "ASR_ENV": "aws",
+        "ASR_S3_BUCKET": BUCKET,
+        "ASR_S3_PREFIX": "asr",
+        "ASR_S3_ENDPOINT_URL": aws_env.endpoint,
+        "ASR_S3_CACHE_DIR": str(tmp_path / "s3-cache"),
+        "ASR_S3_CACHE_MIN_FREE_MB": "1",
+        "ASR_ATHENA_DATABASE": "asr",
+        "ASR_ATHENA_OUTPUT_LOCATION": f"s3://{BUCKET}/queries/",
+        "ASR_MODEL_DIR": str(Path(__file__).resolve().parents[2] / "models" / "demo-letters"),
+        "ASR_INFERENCE": "local",
+        # Required by the aws environment's publisher; jobs never publish.
+        "ASR_APPSYNC_URL": "http://127.0.0.1:9/graphql",
+        "ASR_APPSYNC_AUTH_MODE": "api_key",
+        "ASR_APPSYNC_API_KEY": "unused",
+        "ASR_TORCH_THREADS": "1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    engine = PlatformJobsBackend()
+    job_id = engine.submit(
+        JobRequest(
+            workload="transcribe:1",
+            input_prefix=f"s3://{BUCKET}/asr/tenants/a/in/",
+            output_prefix=f"s3://{BUCKET}/asr/tenants/a/out/",
+            tenant="team-a",
+            team="speech",
+            tags={"project": "s3-tags"},
+        )
+    )
+    with dg.DagsterInstance.get() as instance:
+        done = wait_for(job_id, instance, timeout_s=300)
+    assert done.state.value == "COMPLETED", done.failure_reason
+    assert done.progress.done == 2
+    listed = client.list_objects_v2(Bucket=BUCKET, Prefix="asr/tenants/a/out/")["Contents"]
+    keys = {item["Key"] for item in listed}
+    shard = "asr/tenants/a/out/shards/shard-00000"
+    assert {f"{shard}/part-0.parquet", f"{shard}/_SUCCESS"} <= keys
+    for key in (
+        f"{shard}/part-0.parquet",
+        f"{shard}/_SUCCESS",
+        "asr/tenants/a/out/_job/report.json",
+    ):
+        tags = _tags(client, key)
+        assert tags["asr/job"] == job_id and tags["asr/tenant"] == "team-a", key
+        assert tags["asr/team"] == "speech" and tags["project"] == "s3-tags", key

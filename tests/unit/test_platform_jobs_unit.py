@@ -316,3 +316,14 @@ def test_a_failing_batch_is_retried_clip_by_clip_so_one_bad_file_fails_alone() -
     assert [type(o).__name__ for o in outputs] == ["Emissions", "PhraseError", "Emissions"]
     assert outputs[2].num_frames == 6
     assert isinstance(outputs[1], PhraseError) and outputs[1].reason == "inference_failed"
+
+
+def test_letter_scoring_judges_as_the_daily_graph_does_by_default() -> None:
+    from asr_assets.assets.alignments import AlignmentsConfig
+    from asr_assets.core.scoring import RAW_POLICY
+    from asr_assets.platform.workloads.letter_scoring import judgement_policy
+
+    assert judgement_policy("calibrated") == AlignmentsConfig().policy()
+    assert judgement_policy("greedy") is None and judgement_policy("raw") is RAW_POLICY
+    with pytest.raises(ValueError):
+        judgement_policy("lenient")

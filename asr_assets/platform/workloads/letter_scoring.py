@@ -22,7 +22,14 @@ from asr_assets.core.batching import plan_batches
 from asr_assets.core.decoding import greedy_decode
 from asr_assets.core.errors import PhraseError, ReasonCode
 from asr_assets.core.models import EXPECTED_TEXT_PATTERN, ModelInfo, Transcript
-from asr_assets.core.scoring import DEFAULT_ACCEPT_SUPPORT, score_phrase
+from asr_assets.core.scoring import (
+    DEFAULT_ACCEPT_SUPPORT,
+    DEFAULT_POLICY,
+    RAW_POLICY,
+    DecisionPolicy,
+    Judgement,
+    score_phrase,
+)
 from asr_assets.inference.base import Emissions, InferenceEngine, InferenceError
 from asr_assets.platform.workloads.runtime import (
     ShardSpec,
@@ -77,6 +84,7 @@ def score_file(
     model: ModelInfo,
     span_mode: SpanMode,
     accept_support: float | None,
+    policy: DecisionPolicy | None = DEFAULT_POLICY,
 ) -> dict[str, object]:
     decoded = greedy_decode(emissions.log_probs, engine.vocabulary, robust=True)
     transcript = Transcript(
@@ -103,6 +111,7 @@ def score_file(
         samples if span_mode is not SpanMode.ALIGNED else None,
         accept_support=accept_support,
         span_mode=span_mode,
+        policy=policy,
     )
     letters = [
         {
@@ -140,6 +149,15 @@ def score_file(
     }
 
 
+def judgement_policy(judgement: str) -> DecisionPolicy | None:
+    """The daily graph's judgement (`AlignmentsConfig.judgement`, calibrated by default), so a
+    job and the graph judge the same recording the same way; `params.judgement` overrides."""
+    chosen = Judgement(judgement)
+    if chosen is Judgement.GREEDY:
+        return None
+    return RAW_POLICY if chosen is Judgement.RAW else DEFAULT_POLICY
+
+
 def process(
     spec: ShardSpec,
     store: ObjectStore,
@@ -151,6 +169,7 @@ def process(
     span_mode = SpanMode(spec.params.get("span_mode", SpanMode.AUTO.value))
     raw_support = spec.params.get("accept_support")
     accept_support = float(raw_support) if raw_support else DEFAULT_ACCEPT_SUPPORT
+    policy = judgement_policy(spec.params.get("judgement", Judgement.CALIBRATED.value))
     engine = open_local_engine(
         str(Path(model_dir)),
         backend="torch",
@@ -168,9 +187,11 @@ def process(
         for row in rows:
             chunk.append(row)
             if len(chunk) >= CHUNK_FILES:
-                yield from _score_chunk(chunk, store, engine, tally, span_mode, accept_support)
+                yield from _score_chunk(
+                    chunk, store, engine, tally, span_mode, accept_support, policy
+                )
                 chunk = []
-        yield from _score_chunk(chunk, store, engine, tally, span_mode, accept_support)
+        yield from _score_chunk(chunk, store, engine, tally, span_mode, accept_support, policy)
     finally:
         engine.close()
 
@@ -182,6 +203,7 @@ def _score_chunk(
     tally: ShardTally,
     span_mode: SpanMode,
     accept_support: float | None,
+    policy: DecisionPolicy | None,
 ) -> Iterator[dict[str, object]]:
     results: dict[int, dict[str, object]] = {}
     clips: dict[int, np.ndarray] = {}
@@ -220,6 +242,7 @@ def _score_chunk(
                 engine.model,
                 span_mode,
                 accept_support,
+                policy,
             )
     for position in range(len(chunk)):
         yield results[position]

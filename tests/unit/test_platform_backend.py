@@ -38,6 +38,7 @@ def test_logs_come_from_the_runs_event_log(tmp_path: Path, monkeypatch: pytest.M
     engine = PlatformJobsBackend()
     lines = engine.logs("job-1", run_id)
     assert any("INFO" in line and "probe says hello" in line for line in lines)
+    assert all(line.split(" ", 3)[3].strip() for line in lines), lines
     assert engine.logs("job-1", None) == []
     engine.check_ready()
 

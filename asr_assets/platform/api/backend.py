@@ -113,7 +113,10 @@ class PlatformJobsBackend:
             level = (
                 logging.getLevelName(entry.level) if isinstance(entry.level, int) else entry.level
             )
-            lines.append(f"{moment:.3f} {level} {entry.step_key or '-'} {entry.user_message}")
+            # Some engine events carry no message; their type says what happened.
+            event_type = entry.dagster_event_type
+            message = entry.user_message or (event_type.value if event_type else "")
+            lines.append(f"{moment:.3f} {level} {entry.step_key or '-'} {message}")
         return lines
 
     def workloads(self) -> list[WorkloadInfo]:

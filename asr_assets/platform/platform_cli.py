@@ -392,10 +392,13 @@ def usage(
 @main.command()
 @click.pass_context
 def workloads(ctx: click.Context) -> None:
-    """Workloads jobs can run."""
+    """Workloads jobs can run (the platform's workload registry)."""
     found = _api(ctx).call("GET", "/workloads")
-    lines = [f"{w['name']}:{w['version']:<10} {w['owner']:<12} {w['description']}" for w in found]
-    _emit(ctx, found, "\n".join(lines) or "no workloads")
+    lines = [f"{'workload':<26}{'owner':<20}{'input':<18}description"]
+    for w in found:
+        inputs = ",".join(w.get("input_kinds") or [])
+        lines.append(f"{w['ref']:<26}{w['owner']:<20}{inputs:<18}{w['description']}")
+    _emit(ctx, found, "\n".join(lines) if found else "no workloads")
 
 
 if __name__ == "__main__":

@@ -90,6 +90,8 @@ def test_submit_returns_202_and_the_job_reaches_the_engine_with_tenant_tags(api:
     assert request.job_id == job["job_id"]
     assert (request.tenant, request.team, request.priority.value) == ("team-a", "reading", "high")
     assert request.params == {"beam": "4"} and request.tags == {"project": "pilot"}
+    # A manifest may name audio anywhere in the tenant's prefixes, and nowhere else.
+    assert request.key_prefixes == ["s3://audio/team-a/"]
 
 
 def test_idempotency_key_replays_the_same_job_and_refuses_another_body(api: Api) -> None:
@@ -281,6 +283,17 @@ def test_files_per_job_and_audio_hours_per_day_quotas(api: Api) -> None:
     now = datetime.now(UTC)
     to_midnight = 86400 - (now.hour * 3600 + now.minute * 60 + now.second)
     assert abs(int(over.headers["Retry-After"]) - to_midnight) < 5
+
+
+def test_a_request_the_engine_refuses_is_422_and_leaves_no_job_behind(api: Api) -> None:
+    (api.backend.root / "engine-refuses").write_text("")
+    response = submit(api, api.a, **{"Idempotency-Key": "refused-1"})
+    assert response.status_code == 422, response.text
+    assert "no workload named" in response.json()["detail"]
+    assert "Retry-After" not in response.headers
+    assert api.client.get("/jobs", headers=api.h(api.a)).json()["jobs"] == []
+    (api.backend.root / "engine-refuses").unlink()
+    assert submit(api, api.a, **{"Idempotency-Key": "refused-1"}).status_code == 202
 
 
 def test_engine_down_is_503_and_leaves_no_job_behind(api: Api) -> None:

@@ -67,6 +67,9 @@ class FileJobsBackend:
     def submit(self, request: JobRequest) -> str:
         if self.fail_submit or (self.root / "engine-down").exists():
             raise RuntimeError("engine down")
+        if (self.root / "engine-refuses").exists():
+            # What the core raises for a request it will never run (e.g. an unknown workload).
+            raise LookupError("no workload named 'letter-scoring'")
         assert request.job_id is not None
         (self.root / f"{request.job_id}.request.json").write_text(request.model_dump_json())
         self.write(
@@ -115,9 +118,19 @@ class FileJobsBackend:
     def workloads(self) -> list[WorkloadInfo]:
         return [
             WorkloadInfo(
-                name="letter-scoring", version="1.0.0", owner="reading", input_kind="manifest"
+                name="letter-scoring",
+                version="1.0.0",
+                ref="letter-scoring:1.0.0",
+                owner="reading",
+                input_kinds=["manifest"],
             ),
-            WorkloadInfo(name="transcribe", version="1.0.0", owner="platform", input_kind="prefix"),
+            WorkloadInfo(
+                name="transcribe",
+                version="1.0.0",
+                ref="transcribe:1.0.0",
+                owner="platform",
+                input_kinds=["prefix", "manifest"],
+            ),
         ]
 
     def count_inputs(self, request: JobRequest, limit: int) -> int | None:

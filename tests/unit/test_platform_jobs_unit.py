@@ -230,6 +230,44 @@ def test_k8s_pod_spec_from_the_manifest_is_valid_kubernetes() -> None:
     assert body["spec"]["containers"][0]["image"] == gpu.image
 
 
+def test_the_jobs_tags_become_pod_labels() -> None:
+    """The run's tags, as `submit` sets them, on the pod: identity labels and the user's own."""
+    from dagster_k8s.pipes import build_pod_body
+
+    request = JobRequest(
+        workload="transcribe:1",
+        input_prefix="in/",
+        output_prefix="out/",
+        tenant="team-a",
+        team="speech",
+        cost_center="cc-42",
+        priority=Priority.LOW,
+        tags={"project": "reading check", "Owner.Email": "a@b.c"},
+    )
+    tags = job_tags(request, TRANSCRIBE.ref, "job-7")
+    meta, spec = k8s_pod_overrides(TRANSCRIBE, tags, shard=0)
+    labels = meta["labels"]
+    assert {k: labels[k] for k in labels if k.startswith("asr/")} == {
+        "asr/job": "job-7",
+        "asr/tenant": "team-a",
+        "asr/team": "speech",
+        "asr/priority": "low",
+        "asr/cost-center": "cc-42",
+        "asr/workload": "transcribe",
+        "asr/workload-version": "1.0.0",
+        "asr/shard": "0",
+    }
+    assert labels["tags.asr/project"] == "reading-check"
+    assert labels["tags.asr/Owner.Email"] == "a-b.c"
+    assert not any(k.startswith("dagster") or "output-prefix" in k for k in labels)
+    pod = build_pod_body("asr-shard-0", TRANSCRIBE.image, list(TRANSCRIBE.command), {}, meta, spec)
+    body = kubernetes.client.ApiClient().sanitize_for_serialization(pod)
+    body.setdefault("apiVersion", "v1")
+    body.setdefault("kind", "Pod")
+    kubernetes_validate.validate(body, kubernetes_validate.latest_version(), strict=True)
+    assert body["metadata"]["labels"]["tags.asr/project"] == "reading-check"
+
+
 def test_cpu_workload_asks_for_no_gpu() -> None:
     _meta, spec = k8s_pod_overrides(TRANSCRIBE, {})
     assert "nvidia.com/gpu" not in spec["containers"][0]["resources"]["limits"]
@@ -281,3 +319,14 @@ def test_a_failing_batch_is_retried_clip_by_clip_so_one_bad_file_fails_alone() -
     assert [type(o).__name__ for o in outputs] == ["Emissions", "PhraseError", "Emissions"]
     assert outputs[2].num_frames == 6
     assert isinstance(outputs[1], PhraseError) and outputs[1].reason == "inference_failed"
+
+
+def test_letter_scoring_judges_as_the_daily_graph_does_by_default() -> None:
+    from asr_assets.assets.alignments import AlignmentsConfig
+    from asr_assets.core.scoring import RAW_POLICY
+    from asr_assets.platform.workloads.letter_scoring import judgement_policy
+
+    assert judgement_policy("calibrated") == AlignmentsConfig().policy()
+    assert judgement_policy("greedy") is None and judgement_policy("raw") is RAW_POLICY
+    with pytest.raises(ValueError):
+        judgement_policy("lenient")

@@ -19,7 +19,12 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import IntegrityError
 
-from asr_assets.platform.api.backend import JobsBackend, PlatformJobsBackend, WorkloadInfo
+from asr_assets.platform.api.backend import (
+    JobsBackend,
+    PlatformJobsBackend,
+    WorkloadInfo,
+    WorkloadRegistryError,
+)
 from asr_assets.platform.api.pages import job_list_page, job_page
 from asr_assets.platform.api.schemas import (
     Check,
@@ -306,12 +311,23 @@ def create_app(settings: PlatformSettings, *, engine: Engine | None = None) -> F
         run_id, lines = service.logs(tenant, job_id)
         return JobLogs(job_id=job_id, run_id=run_id, lines=lines)
 
-    @app.get("/workloads", response_model=list[WorkloadInfo], tags=["jobs"], responses=PROBLEMS)
+    @app.get(
+        "/workloads",
+        response_model=list[WorkloadInfo],
+        tags=["jobs"],
+        responses={
+            **PROBLEMS,
+            503: {"model": Problem, "description": "the workload registry is invalid"},
+        },
+    )
     def workloads(
         _tenant: TenantDep, backend: Annotated[JobsBackend, Depends(jobs_backend)]
     ) -> list[WorkloadInfo]:
-        """Workloads jobs can run."""
-        return backend.workloads()
+        """Workloads jobs can run: every version in the platform's workload registry."""
+        try:
+            return backend.workloads()
+        except WorkloadRegistryError as error:
+            raise ApiError(503, f"the workload registry is invalid: {error}") from error
 
     @app.get(
         "/usage",

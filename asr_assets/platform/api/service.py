@@ -66,6 +66,19 @@ def new_job_id() -> str:
     return f"job-{datetime.now(UTC):%Y%m%d}-{uuid.uuid4().hex[:12]}"
 
 
+def is_request_error(error: BaseException) -> bool:
+    """Whether the engine refused the request itself rather than failed to take it.
+
+    The core raises `UnknownWorkloadError` (a LookupError) or a ValueError for a request it will
+    never run; an invalid workload registry (also a ValueError) is the platform's fault.
+    """
+    from asr_assets.platform.workloads.registry import RegistryError
+
+    if isinstance(error, RegistryError):
+        return False
+    return isinstance(error, LookupError | ValueError)
+
+
 def page_signature(secret: str, tenant: str, job_id: str, expires: int) -> str:
     message = f"page|{tenant}|{job_id}|{expires}".encode()
     return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
@@ -195,12 +208,20 @@ class JobService:
                 return replay, True
         try:
             self.backend.submit(self._job_request(tenant, body, job_id))
-        except Exception as error:  # any engine failure is the same 503 to clients
-            log.error("job launch failed", job_id=job_id, tenant=tenant.name, error=str(error))
+        except Exception as error:
+            rejected = is_request_error(error)
+            if rejected:
+                log.info("job refused by the engine", job_id=job_id, tenant=tenant.name)
+            else:
+                log.error("job launch failed", job_id=job_id, tenant=tenant.name, error=str(error))
             with self.sessions.begin() as session:
                 record = session.get(JobRecord, job_id)
                 if record is not None:
                     session.delete(record)
+            if rejected:
+                # The request itself is wrong (unknown workload, an input kind it cannot read):
+                # retrying will not help, so no 503 and no Retry-After.
+                raise ApiError(422, f"{error}; nothing was launched") from error
             raise ApiError(
                 503, "the job engine is unavailable; nothing was launched", {"Retry-After": "30"}
             ) from error
@@ -248,6 +269,8 @@ class JobService:
             params=dict(body.params),
             tags=tags,
             job_id=job_id,
+            # Every audio key a manifest names must lie inside the tenant's own prefixes.
+            key_prefixes=list(tenant.allowed_prefixes),
         )
 
     # ---- reading ----------------------------------------------------------------------------

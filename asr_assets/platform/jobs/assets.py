@@ -41,6 +41,7 @@ from asr_assets.platform.jobs.shards import (
     staging_key,
     validate_output,
 )
+from asr_assets.platform.jobs.tagging import output_tags, tag_objects
 from asr_assets.platform.workloads.models import WorkloadManifest
 from asr_assets.platform.workloads.registry import (
     REPO_ROOT,
@@ -231,7 +232,8 @@ def run_one_shard(
                     "gpu_seconds": round(run.wall_s * manifest.resources.gpu, 3),
                 },
             }
-            commit_shard(store, request.output_prefix, shard, staged, record)
+            tags = output_tags(context.run.tags)
+            commit_shard(store, request.output_prefix, shard, staged, record, tags)
             return record, run
     if store.exists(staged):
         store.delete(staged)
@@ -390,9 +392,11 @@ def job_report(
     plan = read_input_plan(store, request)
     if plan is None:
         raise dg.Failure(description="job inputs are not planned")
-    report = build_report(store, job_id, request, plan)
+    tags = output_tags(context.run.tags)
+    report = {**build_report(store, job_id, request, plan), "tags": tags}
     key = job_keys(request.output_prefix)["report"]
     store.write_json(key, report)
+    tag_objects(store, [key], tags)
     failed = report["failed_shards"]
     return dg.MaterializeResult(
         metadata={

@@ -199,6 +199,8 @@ def _repo_root() -> Any:
 
 
 _LABEL_VALUE = re.compile(r"[^A-Za-z0-9._-]")
+#: Label prefix (a DNS subdomain) of the job's user tags on workload pods.
+USER_LABEL_PREFIX = "tags.asr"
 
 
 def label_value(value: str) -> str:
@@ -230,6 +232,11 @@ def k8s_pod_overrides(
     for tag in ("asr/job", "asr/tenant", "asr/team", "asr/priority", "asr/cost-center"):
         if tag in tags:
             labels[tag] = label_value(tags[tag])
+    # The submitter's own tags (e.g. `project`), under their own prefix so they can never
+    # overwrite the platform's labels; Kubernetes allows far more labels than S3 allows tags.
+    for tag, value in sorted(tags.items()):
+        if not tag.startswith(("asr/", "dagster/", ".dagster")):
+            labels[f"{USER_LABEL_PREFIX}/{label_value(tag)}"] = label_value(value)
     if shard is not None:
         labels["asr/shard"] = str(shard)
     annotations = {"asr/workload-ref": manifest.ref}

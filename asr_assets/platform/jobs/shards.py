@@ -32,6 +32,7 @@ import soundfile as sf
 from asr_assets.core.errors import ReasonCode
 from asr_assets.core.storage import SUCCESS_FILE, UnsafeKeyError, run_token, validate_key
 from asr_assets.platform.jobs.models import JobRequest
+from asr_assets.platform.jobs.tagging import tag_objects
 from asr_assets.platform.workloads.models import InputKind, WorkloadManifest
 from asr_assets.resources.object_store import ObjectNotFoundError, ObjectStore
 
@@ -348,14 +349,20 @@ def commit_shard(
     shard: int,
     staged_key: str,
     record: Mapping[str, Any],
+    tags: Mapping[str, str] | None = None,
 ) -> str:
-    """Copy the validated table into place, then write `_SUCCESS` (the commit point)."""
+    """Copy the validated table into place, then write `_SUCCESS` (the commit point).
+
+    `tags` (see `tagging.output_tags`) go into the `_SUCCESS` record and, on S3, onto both
+    objects as object tags, before the commit point so a committed shard is a tagged one.
+    """
     target = shard_data_key(output_prefix, shard)
+    success = f"{shard_prefix(output_prefix, shard)}/{SUCCESS_FILE}"
     store.copy(staged_key, target)
-    store.write_json(
-        f"{shard_prefix(output_prefix, shard)}/{SUCCESS_FILE}",
-        {**record, "shard": shard, "file": target, "committed_at": now_iso()},
-    )
+    tag_objects(store, [target], tags or {})
+    payload = {**record, "shard": shard, "file": target, "committed_at": now_iso()}
+    store.write_json(success, {**payload, "tags": dict(tags or {})})
+    tag_objects(store, [success], tags or {})
     store.delete(staged_key)
     return target
 

@@ -149,6 +149,15 @@ def score_file(
     }
 
 
+def judgement_policy(judgement: str) -> DecisionPolicy | None:
+    """The daily graph's judgement (`AlignmentsConfig.judgement`, calibrated by default), so a
+    job and the graph judge the same recording the same way; `params.judgement` overrides."""
+    chosen = Judgement(judgement)
+    if chosen is Judgement.GREEDY:
+        return None
+    return RAW_POLICY if chosen is Judgement.RAW else DEFAULT_POLICY
+
+
 def process(
     spec: ShardSpec,
     store: ObjectStore,
@@ -160,13 +169,7 @@ def process(
     span_mode = SpanMode(spec.params.get("span_mode", SpanMode.AUTO.value))
     raw_support = spec.params.get("accept_support")
     accept_support = float(raw_support) if raw_support else DEFAULT_ACCEPT_SUPPORT
-    # The daily graph's judgement (alignments' `judgement`, calibrated by default).
-    judgement = Judgement(spec.params.get("judgement", Judgement.CALIBRATED.value))
-    policy = {
-        Judgement.CALIBRATED: DEFAULT_POLICY,
-        Judgement.GREEDY: None,
-        Judgement.RAW: RAW_POLICY,
-    }[judgement]
+    policy = judgement_policy(spec.params.get("judgement", Judgement.CALIBRATED.value))
     engine = open_local_engine(
         str(Path(model_dir)),
         backend="torch",
@@ -200,7 +203,7 @@ def _score_chunk(
     tally: ShardTally,
     span_mode: SpanMode,
     accept_support: float | None,
-    policy: DecisionPolicy | None = DEFAULT_POLICY,
+    policy: DecisionPolicy | None,
 ) -> Iterator[dict[str, object]]:
     results: dict[int, dict[str, object]] = {}
     clips: dict[int, np.ndarray] = {}

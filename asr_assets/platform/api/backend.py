@@ -221,8 +221,8 @@ def in_store_keys(request: JobRequest, store: ObjectStore) -> JobRequest:
     for prefix in request.key_prefixes:
         try:
             key_prefixes.append(store_key(prefix, store))
-        except ValueError:
-            continue
+        except ValueError as exc:
+            log.debug("tenant_prefix_outside_store", reason=str(exc))
     return request.model_copy(
         update={
             "input_prefix": None

@@ -347,7 +347,6 @@ def operations_definitions(environment: AsrEnvironment) -> dg.Definitions:
 
 @dg.definitions
 def defs() -> dg.Definitions:
-    # Platform jobs (docs/platform.md): their assets, job and resources; the store is shared.
-    from asr_assets.platform.jobs.assets import job_definitions
-
-    return dg.Definitions.merge(build_definitions(os.environ), job_definitions(os.environ))
+    """The daily graph alone; the code location (graph + platform jobs) is
+    `asr_assets.platform.location`, which sits above this module."""
+    return build_definitions(os.environ)

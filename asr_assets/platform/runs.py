@@ -2,7 +2,7 @@
 
 `dg.materialize` would record an `__ephemeral_asset_job__` run with no origin: not on the job's
 timeline and not re-executable from the UI. Here the run is created the way the webserver
-creates one (the job reconstructed from `asr_assets.definitions`, its remote origin naming the
+creates one (the job reconstructed from `asr_assets.platform.location`, its remote origin naming the
 workspace's code location) and then executed in this process, so the CLI shows progress live
 and the UI can re-execute the run afterwards.
 """
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from dagster._core.execution.execution_result import ExecutionResult
     from dagster._core.remote_origin import RemoteJobOrigin
 
-DEFINITIONS_MODULE = "asr_assets.definitions"
+DEFINITIONS_MODULE = "asr_assets.platform.location"
 DEFINITIONS_ATTRIBUTE = "defs"
 #: The code location's name in workspace.yaml (`make dev`); a test keeps the two equal.
 LOCATION_NAME = "asr_assets"

@@ -71,7 +71,7 @@ def test_dagster_dev_serves_the_graph_and_runs_a_partition(
         "-p",
         str(port),
         "-m",
-        "asr_assets.definitions",
+        "asr_assets.platform.location",
     ]
     log = tmp_path / "dev.log"
     with (
@@ -90,7 +90,7 @@ def test_dagster_dev_serves_the_graph_and_runs_a_partition(
         }
         params = {
             "selector": {
-                "repositoryLocationName": "asr_assets.definitions",
+                "repositoryLocationName": "asr_assets.platform.location",
                 "repositoryName": "__repository__",
                 "jobName": "score_letters",
             },

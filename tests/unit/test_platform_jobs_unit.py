@@ -293,7 +293,7 @@ def test_parquet_manifests_stream_too(tmp_path: Path) -> None:
 
 
 def test_the_code_location_carries_the_job_assets_and_job() -> None:
-    from asr_assets.definitions import defs
+    from asr_assets.platform.location import defs
 
     definitions = defs()
     job = definitions.resolve_job_def("asr_job")

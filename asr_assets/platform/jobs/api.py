@@ -45,7 +45,7 @@ from asr_assets.platform.workloads.registry import REPO_ROOT, WorkloadRegistry
 log = get_logger(__name__)
 
 JOB_ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{2,63}$")
-DEFINITIONS_MODULE = "asr_assets.definitions"
+DEFINITIONS_MODULE = "asr_assets.platform.location"
 LOCATION_NAME = "asr_assets"
 #: A workspace.yaml to load the code location from (production); else the module above.
 WORKSPACE_VARIABLE = "ASR_WORKSPACE_FILE"

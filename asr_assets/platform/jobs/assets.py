@@ -447,7 +447,7 @@ def job_resources(environ: Mapping[str, str]) -> dict[str, dg.ConfigurableResour
 
 
 def job_definitions(environ: Mapping[str, str]) -> dg.Definitions:
-    """Merged into the code location by `asr_assets.definitions` (the store comes from there)."""
+    """Merged into the code location by `asr_assets.platform.location` (the store comes from it)."""
     return dg.Definitions(assets=JOB_ASSETS, jobs=[asr_job], resources=job_resources(environ))
 
 

@@ -49,7 +49,11 @@ RUN_LETTER_SCORES = textwrap.dedent(
             [letter_scores], partition_key=day, resources=definitions.resources,
             instance=instance, raise_on_error=False,
         )
-        errors = [str(e.step_failure_data.error.cls_name) for e in result.all_events
+        def cause(error):  # a permanent error reaches Dagster wrapped in dg.Failure
+            while error.cls_name == "Failure" and error.cause is not None:
+                error = error.cause
+            return str(error.cls_name)
+        errors = [cause(e.step_failure_data.error) for e in result.all_events
                   if e.is_step_failure]
     print(json.dumps({"run_id": result.run_id, "success": result.success, "errors": errors}))
     """

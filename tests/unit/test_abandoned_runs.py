@@ -44,6 +44,11 @@ def test_a_killed_run_is_marked_failed_on_the_next_start(tmp_path: Path) -> None
     home = tmp_path / "dagster-home"
     home.mkdir()
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    # Create the instance's SQLite storage before the run's process does: two processes creating
+    # it at once can both stamp its migration table (two alembic heads), a race of the test's
+    # own polling, not of the code under test.
+    with dg.DagsterInstance.from_config(str(home)):
+        pass
     env = {**os.environ, "DAGSTER_HOME": str(home)}
     process = subprocess.Popen([sys.executable, "-c", SLOW_RUN], env=env, start_new_session=True)
     try:

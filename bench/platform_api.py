@@ -138,7 +138,12 @@ async def _load(url: str, keys: dict[str, str], rounds: int) -> dict[str, list]:
 
 def run(tenants: int, rounds: int) -> int:
     sys.path.insert(0, str(ROOT))
-    from tests.support.platform_api import FileJobsBackend, bootstrap_admin, write_settings
+    from tests.support.platform_api import (
+        FileJobsBackend,
+        bootstrap_admin,
+        server_command,
+        write_settings,
+    )
     from tests.support.processes import free_port, running
 
     with tempfile.TemporaryDirectory(prefix="bench-platform-") as tmp_name:
@@ -163,20 +168,7 @@ def run(tenants: int, rounds: int) -> int:
                 except httpx.HTTPError:
                     return False
 
-            command = [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "--factory",
-                "tests.support.platform_server:build_app",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--log-level",
-                "warning",
-            ]
-            with running(command, env=env, ready=ready, timeout_s=60):
+            with running(server_command(port), env=env, ready=ready, timeout_s=60):
                 keys = {}
                 for i in range(tenants):
                     name = f"tenant-{i:02d}"

@@ -270,20 +270,7 @@ def api_server(pg_url: str, tmp_path: Path) -> Iterator[RunningApi]:
             return False
 
     log_path = tmp_path / "server.log"
-    command = [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "--factory",
-        "tests.support.platform_server:build_app",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--log-level",
-        "warning",
-    ]
-    with running(command, env=env, ready=ready, timeout_s=60, log_path=log_path):
+    with running(server_command(port), env=env, ready=ready, timeout_s=60, log_path=log_path):
         yield RunningApi(url=url, backend=backend, admin_key=admin_key, log_path=log_path)
 
 
@@ -298,3 +285,20 @@ def create_tenant(
         response = api.post("/tenants", json=payload, headers=headers)
     assert response.status_code == 201, response.text
     return response.json()
+
+
+def server_command(port: int) -> list[str]:
+    """uvicorn serving the test app (real service, engine double) on 127.0.0.1:`port`."""
+    return [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "--factory",
+        "tests.support.platform_server:build_app",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+    ]

@@ -97,8 +97,8 @@ def peak():
     status = open("/proc/self/status").read()
     sys.stderr.write("PEAK_RSS_KB=%s\n" % re.search(r"VmHWM:\s+(\d+)", status).group(1))
 atexit.register(peak)
-from asr_assets.platform.cli import main
-sys.exit(main(["score", sys.argv[1]]))
+from asr_assets.platform.cli import exit_now, main
+exit_now(main(["score", sys.argv[1]]))
 """
 
 

@@ -155,3 +155,28 @@ def test_loading_the_definitions_prints_no_dagster_notices(tmp_path: Path) -> No
     )
     assert done.returncode == 0, done.stderr
     assert "Warning" not in done.stderr, done.stderr
+
+
+def test_console_entry_exits_promptly_with_the_code_and_flushed_output(tmp_path: Path) -> None:
+    """`asr` ends with os._exit after main: the exit code, every line written and the exit
+    handlers must survive that shortcut."""
+    import subprocess
+    import sys
+
+    code = (
+        "import atexit, sys\n"
+        "atexit.register(lambda: sys.stderr.write('exit handler ran\\n'))\n"
+        "from asr_assets.platform.cli import entry\n"
+        "sys.argv = ['asr', 'score', 'not-a-day']\n"
+        "entry()\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "ASR_DATA_ROOT": str(tmp_path)},
+        check=False,
+    )
+    assert out.returncode == 2, out.stderr
+    assert "not-a-day" in out.stderr
+    assert out.stderr.rstrip().endswith("exit handler ran")

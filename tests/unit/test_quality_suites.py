@@ -17,9 +17,10 @@ DAY = "2026-11-27"
 Tables = dict[str, pa.Table]
 
 
-@pytest.fixture(scope="module")
-def quality() -> DataQualityResource:
-    return DataQualityResource()
+@pytest.fixture(scope="module", params=["native", "great_expectations"])
+def quality(request: pytest.FixtureRequest) -> DataQualityResource:
+    """Every suite test runs on both engines: the native one and GX, its reference."""
+    return DataQualityResource(engine=request.param)
 
 
 def _failed(outcomes) -> set[str]:

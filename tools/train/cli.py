@@ -72,6 +72,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--threads", type=int, default=0, help="torch threads; 0 = adaptive 1/2 (see ThreadTuner)"
     )
     f.add_argument("--dropout", type=float, default=0.05)
+    f.add_argument(
+        "--init-from", type=Path, help="warm start from this save_pretrained directory (same size)"
+    )
+    f.add_argument(
+        "--init-blank-bias",
+        type=float,
+        default=0.0,
+        help="the blank bias baked into --init-from at export; removed before training",
+    )
 
     e = sub.add_parser("eval", help="held-out metrics of a saved model directory")
     e.add_argument("--data", type=Path, default=Path(".train/data-audio"))
@@ -150,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
                 seed=args.seed,
                 threads=args.threads,
                 dropout=args.dropout,
+                init_from=args.init_from,
+                init_blank_bias=args.init_blank_bias,
             )
         )
         return 0

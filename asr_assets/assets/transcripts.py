@@ -20,8 +20,8 @@ from asr_assets.assets.common import (
 )
 from asr_assets.assets.instrumentation import (
     PartitionRecord,
+    ProgressLog,
     each_partition,
-    log_progress,
     stage_scope,
 )
 from asr_assets.assets.partitions import letter_scoring_asset
@@ -233,6 +233,7 @@ def build_transcripts(
     window = 4 * workers
     task = in_current_context(load)
     write_task = in_current_context(store_emissions)
+    progress = ProgressLog(log, len(pending))
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="transcripts-io") as io_pool:
         batch_members = [[pending[i] for i in plan.indices] for plan in plans]
         submitted: deque[list[Future[Emissions | np.ndarray]]] = deque()
@@ -316,7 +317,7 @@ def build_transcripts(
                     )
                     engines["cache"] += 1
             done += len(members)
-            log_progress(log, done, len(pending), started)
+            progress.update(done)
         for write in writes:
             write.result()
 

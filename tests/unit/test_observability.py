@@ -258,3 +258,26 @@ def test_activity_success_is_all_or_nothing() -> None:
         ActivityOutcome("a", phrases=0, phrases_errored=0, total_ms=0, align_failures=0).success
         == 0.0
     )
+
+
+def test_progress_lines_are_throttled_but_keep_the_first_and_last() -> None:
+    """One line per batch was one event-log write per batch; the bar needs a line every few
+    seconds, the first and the last."""
+    from asr_assets.assets.instrumentation import ProgressLog
+
+    lines: list[dict[str, object]] = []
+
+    class Recorder:
+        def info(self, event: str, **fields: object) -> None:
+            lines.append({"event": event, **fields})
+
+    progress = ProgressLog(Recorder(), total=200, interval_s=3600)  # type: ignore[arg-type]
+    for done in range(1, 201):
+        progress.update(done)
+    assert [line["phrases_done"] for line in lines] == [1, 200]
+    assert lines[-1]["phrases_total"] == 200
+    eager = ProgressLog(Recorder(), total=3, interval_s=0.0)  # type: ignore[arg-type]
+    lines.clear()
+    for done in (1, 2, 3):
+        eager.update(done)
+    assert [line["phrases_done"] for line in lines] == [1, 2, 3]

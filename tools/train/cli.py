@@ -33,6 +33,12 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--short", type=int, default=12_000, help="phrases of 1-3 letters (curriculum)")
     d.add_argument("--long", type=int, default=40_000, help="phrases of 2-8 letters")
     d.add_argument("--heldout", type=int, default=600, help="held-out-voice phrases of 2-8 letters")
+    d.add_argument(
+        "--trainvoices-eval",
+        type=int,
+        default=300,
+        help="training-voice phrases of 2-8 letters, never trained on (what `calibrate` tunes on)",
+    )
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--workers", type=int, default=2)
     d.add_argument(
@@ -108,6 +114,17 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--set", default="trainvoices-eval")
     c.add_argument("--grid", default="0,0.5,1,1.5,2,2.5")
     c.add_argument("--threads", type=int, default=2)
+    r = sub.add_parser(
+        "robustness",
+        help="letter error per augmentation family on held-out voices, for several models",
+    )
+    r.add_argument("--models", type=Path, nargs="+", required=True)
+    r.add_argument("--data", type=Path, default=Path(".train/robustness"))
+    r.add_argument("--phrases", type=int, default=150)
+    r.add_argument("--seed", type=int, default=7)
+    r.add_argument("--workers", type=int, default=2)
+    r.add_argument("--threads", type=int, default=2)
+    r.add_argument("--json", type=Path, help="also write the table here")
     return parser
 
 
@@ -124,6 +141,15 @@ def main(argv: list[str] | None = None) -> int:
             ),
             "train-long": SetSpec(
                 args.long, (2, 8), "train", args.seed + 1, store=args.store, **extra
+            ),
+            "trainvoices-eval": SetSpec(
+                args.trainvoices_eval,
+                (2, 8),
+                "train",
+                args.seed + 3,
+                whole_fraction=1.0,
+                chunk_size=100,
+                store=args.store,
             ),
             "heldout": SetSpec(
                 args.heldout,
@@ -205,6 +231,20 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps({"blank_bias": delta, **summary}), flush=True)
         best = min(results, key=lambda d: results[d]["letter_error_rate"])
         print(json.dumps({"best_blank_bias": best}))
+        return 0
+    if args.command == "robustness":
+        from tools.train.robustness import robustness
+
+        table = robustness(
+            args.models,
+            args.data,
+            phrases=args.phrases,
+            seed=args.seed,
+            workers=args.workers,
+            threads=args.threads,
+        )
+        if args.json:
+            args.json.write_text(json.dumps(table, indent=2) + "\n")
         return 0
     if args.command == "export":
         from tools.train.export import export

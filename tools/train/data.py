@@ -61,6 +61,9 @@ class SetSpec:
     augment: tuple[str, ...] = ()
     #: Also draw from the robotic/whispered espeak-ng variants (training sets only).
     extra_variants: bool = False
+    #: Apply every family in ``augment`` to every phrase (the robustness sets), not at its
+    #: training probability.
+    augment_always: bool = False
 
 
 def _generate_chunk(args: tuple[Path, SetSpec, int]) -> int:
@@ -73,7 +76,13 @@ def _generate_chunk(args: tuple[Path, SetSpec, int]) -> int:
         pool = voices(spec.split)
     # A separate stream, so the plans (and the un-augmented audio) do not depend on `augment`.
     aug_rng = np.random.default_rng([spec.seed, chunk, 0xA06])
-    aug_config = AugmentConfig(families=spec.augment) if spec.augment else None
+    aug_config = None
+    if spec.augment:
+        aug_config = AugmentConfig(families=spec.augment)
+        if spec.augment_always:
+            aug_config = AugmentConfig(
+                families=spec.augment, probability=dict.fromkeys(spec.augment, 1.0)
+            )
     recent: list[np.ndarray] = []
     fe = None
     if spec.store == "features":
@@ -153,6 +162,7 @@ def generate_set(out_dir: Path, spec: SetSpec, workers: int = 2) -> None:
                 "rates": spec.rates.__dict__,
                 "augment": list(spec.augment),
                 "extra_variants": spec.extra_variants,
+                "augment_always": spec.augment_always,
             },
             indent=2,
         )

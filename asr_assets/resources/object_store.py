@@ -443,7 +443,7 @@ class LocalObjectStore(ObjectStore):
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         # The root, not the parent: another process may remove an emptied parent meanwhile.
-        free = shutil.disk_usage(Path(self.root).resolve()).free
+        free = shutil.disk_usage(_resolved_root(self.root)).free
         if free - len(data) < self.min_free_bytes:
             raise InsufficientSpaceError(
                 f"writing {len(data)} bytes would leave {free - len(data)} bytes free "

@@ -27,13 +27,7 @@ GX = DataQualityResource(engine="great_expectations", sample_rows=3)
 def _report(outcomes: list[Any]) -> list[dict[str, Any]]:
     rows = []
     for outcome in outcomes:
-        for failure in outcome.failures:
-            row = failure.as_json()
-            # Exception texts are each engine's own words; that one was raised is compared.
-            row["error"] = bool(row.get("error"))
-            if isinstance(row.get("unexpected_percent"), float):
-                row["unexpected_percent"] = round(row["unexpected_percent"], 6)
-            rows.append(row)
+        rows.extend(_failure_row(failure) for failure in outcome.failures)
         rows.append({"check": outcome.check, "passed": outcome.passed, "n": outcome.evaluated})
     return rows
 
@@ -243,6 +237,7 @@ def _gx_results(suite: FrameSuite) -> list[dict[str, Any]]:
 
 def _failure_row(failure: Any) -> dict[str, Any]:
     row = failure.as_json()
+    # Exception texts are each engine's own words; that one was raised is compared.
     row["error"] = bool(row.get("error"))
     if isinstance(row.get("unexpected_percent"), float):
         row["unexpected_percent"] = round(row["unexpected_percent"], 6)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import struct
 from dataclasses import dataclass
 
 import numpy as np
@@ -219,16 +220,39 @@ def _normalise(
     )
 
 
+#: A cached clip: magic, sample rate and sample count (little-endian uint32), then int16 samples.
+CLIP_MAGIC = b"ASRPCM16"
+_CLIP_HEADER = struct.Struct("<8sII")
+
+
 def encode_clip(samples: np.ndarray) -> bytes:
-    """16 kHz int16 FLAC: lossless for what the model sees and ~3x smaller than float32."""
-    pcm = np.round(np.clip(samples, -1.0, 1.0) * 32767.0).astype(np.int16)
-    buffer = io.BytesIO()
-    sf.write(buffer, pcm, TARGET_SAMPLE_RATE, format="FLAC", subtype="PCM_16")
-    return buffer.getvalue()
+    """16 kHz int16, raw: lossless for what the model sees and half of float32.
+
+    Why not FLAC (the format until now): every clip is encoded once and decoded two or three
+    times downstream, and FLAC cost 0.62 ms each way per 2.5 s clip against ~0.01 ms for raw
+    samples, ~1.8 ms of CPU per phrase; the price is ~1.6x the bytes of FLAC in the clip cache,
+    which is a content-addressed cache, swept by retention like the rest.
+    """
+    pcm = np.round(np.clip(samples, -1.0, 1.0) * 32767.0).astype("<i2")
+    return _CLIP_HEADER.pack(CLIP_MAGIC, TARGET_SAMPLE_RATE, pcm.size) + pcm.tobytes()
 
 
 def decode_clip(data: bytes) -> np.ndarray:
-    """Read back a clip written by `encode_clip`."""
+    """Read back a clip written by `encode_clip` (or a FLAC clip cached by earlier versions).
+
+    Scaled by 1/32768 like libsndfile's int16-to-float conversion, so both formats give the
+    same floats.
+    """
+    if data[: len(CLIP_MAGIC)] == CLIP_MAGIC:
+        if len(data) < _CLIP_HEADER.size:
+            raise ValueError("stored clip is truncated")
+        _, rate, count = _CLIP_HEADER.unpack_from(data)
+        if rate != TARGET_SAMPLE_RATE:
+            raise ValueError(f"stored clip has sample rate {rate}, expected {TARGET_SAMPLE_RATE}")
+        if len(data) != _CLIP_HEADER.size + 2 * count:
+            raise ValueError("stored clip is truncated")
+        pcm = np.frombuffer(data, dtype="<i2", offset=_CLIP_HEADER.size)
+        return pcm.astype(np.float32) / np.float32(32768.0)
     samples, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=False)
     if rate != TARGET_SAMPLE_RATE:
         raise ValueError(f"stored clip has sample rate {rate}, expected {TARGET_SAMPLE_RATE}")

@@ -71,7 +71,7 @@ def stage_table_key(stage: str, partition_key: str, name: str = "manifest") -> s
 
 
 def clip_key(clip_sha256: str) -> str:
-    return f"cache/audio/{clip_sha256[:2]}/{clip_sha256}.flac"
+    return f"cache/audio/{clip_sha256[:2]}/{clip_sha256}.pcm"
 
 
 def emissions_key(model_sha256: str, clip_sha256: str, numerics: str = "fp32") -> str:

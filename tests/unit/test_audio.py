@@ -5,6 +5,7 @@ import pytest
 import soundfile as sf
 
 from asr_assets.core.audio import (
+    CLIP_MAGIC,
     TARGET_SAMPLE_RATE,
     AudioPolicy,
     clip_cache_key,
@@ -116,11 +117,26 @@ def test_bad_segments(start: float, end: float) -> None:
 
 def test_clip_round_trip_is_16_bit_exact() -> None:
     samples = tone(0.5)
-    restored = decode_clip(encode_clip(samples))
+    data = encode_clip(samples)
+    restored = decode_clip(data)
     assert restored.shape == samples.shape
     np.testing.assert_allclose(restored, samples, atol=1 / 32767)
-    info = sf.info(io.BytesIO(encode_clip(samples)))
-    assert info.samplerate == TARGET_SAMPLE_RATE and info.format == "FLAC"
+    assert data.startswith(CLIP_MAGIC) and len(data) == 16 + 2 * samples.size
+
+
+def test_flac_clips_of_earlier_versions_decode_to_the_same_floats() -> None:
+    samples = tone(0.5) + 0.01 * np.random.default_rng(3).standard_normal(8000).astype(np.float32)
+    pcm = np.round(np.clip(samples, -1.0, 1.0) * 32767.0).astype(np.int16)
+    legacy = io.BytesIO()
+    sf.write(legacy, pcm, TARGET_SAMPLE_RATE, format="FLAC", subtype="PCM_16")
+    np.testing.assert_array_equal(decode_clip(legacy.getvalue()), decode_clip(encode_clip(samples)))
+
+
+@pytest.mark.parametrize("cut", [8, 12, 17, -1])
+def test_truncated_clip_is_an_error_not_short_audio(cut: int) -> None:
+    data = encode_clip(tone(0.25))
+    with pytest.raises(ValueError, match="truncated"):
+        decode_clip(data[:cut] if cut > 0 else data[:-1])
 
 
 def test_cache_key_depends_on_bytes_and_cut() -> None:

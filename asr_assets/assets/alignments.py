@@ -23,6 +23,7 @@ from asr_assets.core.scoring import (
     DEFAULT_ACCEPT_SUPPORT,
     DEFAULT_POLICY,
     RAW_POLICY,
+    Calibration,
     DecisionPolicy,
     Judgement,
     score_phrase,
@@ -92,14 +93,19 @@ class AlignmentsConfig(dg.Config):
         "paid in parallel, not in series.",
     )
 
-    def policy(self) -> DecisionPolicy | None:
+    def policy(
+        self, calibration: tuple[Calibration, Calibration] | None = None
+    ) -> DecisionPolicy | None:
+        """The decision policy; `calibration` is the model's own (its `calibration.json`),
+        else the demo model's coefficients."""
         if self.judgement is Judgement.GREEDY:
             return None
         if self.judgement is Judgement.RAW:
             return RAW_POLICY
+        letter, insertion = calibration or (DEFAULT_POLICY.letter, DEFAULT_POLICY.insertion)
         return DecisionPolicy(
-            letter=DEFAULT_POLICY.letter,
-            insertion=DEFAULT_POLICY.insertion,
+            letter=letter,
+            insertion=insertion,
             review_low=self.review_low,
             review_high=self.review_high,
             insertion_min=self.insertion_min,
@@ -140,8 +146,10 @@ def align_phrase(
     vocabulary: CtcVocabulary,
     config: AlignmentsConfig,
     aligner: Callable[..., list[TokenSpan]] = forced_align,
+    policy: DecisionPolicy | str | None = "config",
 ) -> tuple[list[dict[str, object]], dict[str, object]]:
-    """Letter rows and the phrase row for one transcribed phrase."""
+    """Letter rows and the phrase row for one transcribed phrase (`policy`: the stage's
+    decision policy, computed once per stage; by default the config's)."""
     started = time.perf_counter()
     # The model that produced the emissions, which may differ from the configured one after a
     # fallback: results name the bytes that actually scored them.
@@ -181,7 +189,7 @@ def align_phrase(
         model,
         accept_support=config.accept_support,
         span_mode=config.span_mode,
-        policy=config.policy(),
+        policy=config.policy() if isinstance(policy, str) else policy,
         load_samples=load_samples,
         aligner=aligner,
     )
@@ -216,8 +224,10 @@ def build_alignments(
     vocabulary: CtcVocabulary,
     partition_key: str,
     config: AlignmentsConfig,
+    calibration: tuple[Calibration, Calibration] | None = None,
 ) -> StageSummary:
     summary = StageSummary(Stage.ALIGNMENTS, partition_key)
+    policy = config.policy(calibration)
     started = time.perf_counter()
     transcripts_table = store.read_table(
         stage_table_key(Stage.TRANSCRIPTS, partition_key), TRANSCRIPTS_SCHEMA
@@ -236,7 +246,7 @@ def build_alignments(
                 row, str(row["error_stage"]), str(row["error_reason"]), row["error_message"] or ""
             )
         try:
-            letters, phrase = align_phrase(store, row, vocabulary, config, aligner)
+            letters, phrase = align_phrase(store, row, vocabulary, config, aligner, policy)
         except PhraseError as exc:
             log.debug(
                 "phrase_alignment_failed",
@@ -317,9 +327,10 @@ def alignments(
 ) -> dg.MaterializeResult:
     with stage_scope(context, Stage.ALIGNMENTS):
         vocabulary = inference.vocabulary()
+        calibration = inference.calibration()
 
         def build(key: str, record: PartitionRecord) -> StageSummary:
-            summary = build_alignments(store, vocabulary, key, config)
+            summary = build_alignments(store, vocabulary, key, config, calibration)
             model = summary.extra.get("model")
             record.model = str(model) if model else None
             return summary

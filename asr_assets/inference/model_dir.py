@@ -12,6 +12,7 @@ from pathlib import Path
 
 from asr_assets.core.decoding import CtcVocabulary
 from asr_assets.core.models import ModelInfo
+from asr_assets.core.scoring import Calibration
 
 CHECKSUM_FILE = "SHA256SUMS"
 MODEL_CARD = "MODEL_CARD.md"
@@ -92,3 +93,39 @@ def model_info(model_dir: Path, sha256: str) -> ModelInfo:
     name = str(config.get("asr_model_name") or model_dir.resolve().name)
     version = str(config.get("asr_model_version") or f"sha-{sha256[:12]}")
     return ModelInfo(name=name, version=version, sha256=sha256)
+
+
+#: Optional: the model's own calibration of the `calibrated` judgement (written by
+#: `python -m tools.evaluate --fit-calibration` on training-voice data, shipped by the export).
+CALIBRATION_FILE = "calibration.json"
+
+
+class CalibrationError(ValueError):
+    """`calibration.json` exists but is not a calibration (refused, never half-used)."""
+
+
+def read_calibration(model_dir: Path) -> tuple[Calibration, Calibration] | None:
+    """(letter, insertion) Platt calibrations of this model, or None when it ships none.
+
+    Why in the model directory: a calibration belongs to the weights it was fitted on. Kept in
+    code, a new model would be judged with another model's coefficients, and a team bringing
+    its own model could not bring its calibration. The file is covered by `SHA256SUMS` like the
+    weights, so it cannot change under a verified model's name.
+    """
+    path = Path(model_dir) / CALIBRATION_FILE
+    if not path.is_file():
+        return None
+    try:
+        payload = json.loads(path.read_text())
+        letter = payload["letter"]
+        insertion = payload["insertion"]
+        return (
+            Calibration(
+                bias=float(letter["bias"]),
+                weight=float(letter["weight"]),
+                flag_weight=float(letter.get("flag_weight", 0.0)),
+            ),
+            Calibration(bias=float(insertion["bias"]), weight=float(insertion["weight"])),
+        )
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CalibrationError(f"{path}: not a calibration ({type(exc).__name__}: {exc})") from exc

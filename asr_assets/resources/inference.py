@@ -13,8 +13,9 @@ import dagster as dg
 from pydantic import Field, model_validator
 
 from asr_assets.core.decoding import CtcVocabulary
+from asr_assets.core.scoring import Calibration
 from asr_assets.inference.base import InferenceEngine
-from asr_assets.inference.model_dir import CHECKSUM_FILE, read_vocabulary
+from asr_assets.inference.model_dir import CHECKSUM_FILE, read_calibration, read_vocabulary
 
 if TYPE_CHECKING:
     from asr_assets.inference.triton import TritonSettings
@@ -38,6 +39,11 @@ class InferenceResource(dg.ConfigurableResource):
     @abstractmethod
     def vocabulary(self) -> CtcVocabulary:
         """The model's tokens, for alignment; cheap (no weights are loaded)."""
+
+    def calibration(self) -> tuple[Calibration, Calibration] | None:
+        """The model's (letter, insertion) calibration from its directory, if it ships one."""
+        model_dir = getattr(self, "model_dir", None)
+        return read_calibration(Path(model_dir)) if model_dir else None
 
     def unavailable_reason(self) -> str | None:
         """None when a run could use inference now; else why not (sensors skip with it)."""

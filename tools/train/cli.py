@@ -107,6 +107,12 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument(
         "--blank-bias", type=float, default=0.0, help="lower blank/separator logits by this"
     )
+    x.add_argument(
+        "--calibration",
+        type=Path,
+        help="calibration.json fitted on the exported model (python -m tools.evaluate "
+        "--fit-calibration, training-voice store); shipped in the model directory",
+    )
 
     c = sub.add_parser("calibrate", help="tune the blank bias on training-voice phrases")
     c.add_argument("--model", type=Path, required=True)
@@ -249,6 +255,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "export":
         from tools.train.export import export
 
-        export(args.model, args.out, args.card, blank_bias=args.blank_bias)
+        export(
+            args.model,
+            args.out,
+            args.card,
+            blank_bias=args.blank_bias,
+            calibration=args.calibration,
+        )
         return 0
     return 2

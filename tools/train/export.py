@@ -14,8 +14,12 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from asr_assets.inference.model_dir import (
+    CALIBRATION_FILE,
+    read_calibration,
+    write_checksums,
+)
 from asr_assets.inference.model_dir import MODEL_CARD as CARD
-from asr_assets.inference.model_dir import write_checksums
 from tools.train.model import build_feature_extractor, save_tokenizer
 from tools.train.vocab import BLANK, SEPARATOR, VOCAB
 
@@ -39,7 +43,13 @@ def apply_blank_bias(model: Any, delta: float) -> None:
         model.lm_head.bias[SEPARATOR] -= delta
 
 
-def export(model_dir: Path, out: Path, card: Path, blank_bias: float = 0.0) -> None:
+def export(
+    model_dir: Path,
+    out: Path,
+    card: Path,
+    blank_bias: float = 0.0,
+    calibration: Path | None = None,
+) -> None:
     import torch
     from transformers import AutoFeatureExtractor, AutoModelForCTC
 
@@ -56,6 +66,10 @@ def export(model_dir: Path, out: Path, card: Path, blank_bias: float = 0.0) -> N
     build_feature_extractor(arch).save_pretrained(str(out))
     save_tokenizer(out)
     shutil.copyfile(card, out / CARD)
+    if calibration is not None:
+        # Fitted on the exported weights (blank bias included); read back before shipping.
+        shutil.copyfile(calibration, out / CALIBRATION_FILE)
+        read_calibration(out)
     for p in out.iterdir():
         p.chmod(0o644)
     write_checksums(out)

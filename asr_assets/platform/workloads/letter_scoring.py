@@ -11,6 +11,7 @@ Run by the platform as `python -m asr_assets.platform.workloads.letter_scoring`.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -26,11 +27,13 @@ from asr_assets.core.scoring import (
     DEFAULT_ACCEPT_SUPPORT,
     DEFAULT_POLICY,
     RAW_POLICY,
+    Calibration,
     DecisionPolicy,
     Judgement,
     score_phrase,
 )
 from asr_assets.inference.base import Emissions, InferenceEngine, InferenceError
+from asr_assets.inference.model_dir import read_calibration
 from asr_assets.platform.workloads.runtime import (
     ShardSpec,
     ShardTally,
@@ -149,13 +152,20 @@ def score_file(
     }
 
 
-def judgement_policy(judgement: str) -> DecisionPolicy | None:
+def judgement_policy(
+    judgement: str, calibration: tuple[Calibration, Calibration] | None = None
+) -> DecisionPolicy | None:
     """The daily graph's judgement (`AlignmentsConfig.judgement`, calibrated by default), so a
-    job and the graph judge the same recording the same way; `params.judgement` overrides."""
+    job and the graph judge the same recording the same way; `params.judgement` overrides.
+    `calibration` is the model's own (its `calibration.json`), as in the graph."""
     chosen = Judgement(judgement)
     if chosen is Judgement.GREEDY:
         return None
-    return RAW_POLICY if chosen is Judgement.RAW else DEFAULT_POLICY
+    if chosen is Judgement.RAW:
+        return RAW_POLICY
+    if calibration is None:
+        return DEFAULT_POLICY
+    return replace(DEFAULT_POLICY, letter=calibration[0], insertion=calibration[1])
 
 
 def process(
@@ -169,7 +179,10 @@ def process(
     span_mode = SpanMode(spec.params.get("span_mode", SpanMode.AUTO.value))
     raw_support = spec.params.get("accept_support")
     accept_support = float(raw_support) if raw_support else DEFAULT_ACCEPT_SUPPORT
-    policy = judgement_policy(spec.params.get("judgement", Judgement.CALIBRATED.value))
+    policy = judgement_policy(
+        spec.params.get("judgement", Judgement.CALIBRATED.value),
+        read_calibration(Path(model_dir)),
+    )
     engine = open_local_engine(
         str(Path(model_dir)),
         backend="torch",

@@ -151,6 +151,7 @@ def _local_inference(environ: Mapping[str, str]) -> LocalInferenceResource:
         # from the export cache against ~6 s of torch + transformers imports.
         backend=_choice(environ, "ASR_LOCAL_BACKEND", "onnx", ("torch", "onnx")),  # type: ignore[arg-type]
         quantize_int8=_flag(environ, "ASR_ONNX_INT8", False),
+        torch_bf16=_flag(environ, "ASR_TORCH_BF16", False),
         onnx_cache_dir=_optional(environ, "ASR_ONNX_CACHE_DIR"),
     )
 

@@ -78,9 +78,11 @@ def measure(model_name: str, count: int, rounds: int, batch: int, threads: int) 
                 outs.append(model(input_values=values, attention_mask=mask).logits.float().numpy())
         return outs
 
+    by_length = sorted(clips, key=lambda c: c.size)  # the same batches as the torch runs
+
     def run_onnx() -> None:
-        for start in range(0, len(clips), batch):
-            onnx.infer(clips[start : start + batch])
+        for start in range(0, len(by_length), batch):
+            onnx.infer(by_length[start : start + batch])
 
     started = time.perf_counter()
     run_torch(compiled)

@@ -94,6 +94,7 @@ class LocalTorchEngine:
     """
 
     name = "local-torch"
+    numerics = "fp32"
     device = "cpu"  # the model is never moved to an accelerator: the GPU path is Triton
 
     def __init__(
@@ -103,10 +104,18 @@ class LocalTorchEngine:
         num_threads: int | None = None,
         max_batch_size: int = 16,
         max_batch_seconds: float | None = None,
+        bf16: bool = False,
     ) -> None:
         import torch
 
         started = time.perf_counter()
+        #: bf16 autocast of the forward pass (log-softmax stays float32). Measured on this
+        #: machine's CPU (AMD EPYC, 2 threads, demo model, batches of 16): 1.55x fp32 eager,
+        #: against 1.14x for ONNX Runtime and 1.2x for torch.compile (bench/cpu_numerics.py).
+        self.bf16 = bf16
+        if bf16:
+            self.name = "local-torch-bf16"
+            self.numerics = "bf16"
         sha256 = verify_checksums(model_dir)
         self.model = model_info(model_dir, sha256)
         self.vocabulary = read_vocabulary(model_dir)
@@ -138,7 +147,10 @@ class LocalTorchEngine:
                 return_attention_mask=True,
                 return_tensors="pt",
             )
-            with torch.inference_mode():
+            with (
+                torch.inference_mode(),
+                torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16),
+            ):
                 logits = self._network(**inputs).logits
                 log_probs = torch.log_softmax(logits.float(), dim=-1).numpy()
         except (RuntimeError, ValueError) as exc:

@@ -60,6 +60,7 @@ def open_local_engine(
     num_threads: int | None,
     max_batch_size: int,
     max_batch_seconds: float | None,
+    torch_bf16: bool = False,
 ) -> InferenceEngine:
     """The local engine for a backend; shared by the local resource and Triton's fallback."""
     if backend == "onnx":
@@ -81,6 +82,7 @@ def open_local_engine(
         num_threads=num_threads,
         max_batch_size=max_batch_size,
         max_batch_seconds=max_batch_seconds,
+        bf16=torch_bf16,
     )
 
 
@@ -103,6 +105,10 @@ class LocalInferenceResource(InferenceResource):
     quantize_int8: bool = Field(
         default=False, description="ONNX only: dynamic int8 quantization of the weights."
     )
+    torch_bf16: bool = Field(
+        default=False,
+        description="torch only: bf16 autocast of the forward pass (CPUs with bf16 support).",
+    )
     onnx_path: str | None = Field(
         default=None, description="ONNX only: an export to use instead of exporting on demand."
     )
@@ -122,6 +128,8 @@ class LocalInferenceResource(InferenceResource):
     def _quantization_needs_onnx(self) -> LocalInferenceResource:
         if self.quantize_int8 and self.backend != "onnx":
             raise ValueError("quantize_int8 applies to backend 'onnx' only")
+        if self.torch_bf16 and self.backend != "torch":
+            raise ValueError("torch_bf16 applies to backend 'torch' only")
         return self
 
     def vocabulary(self) -> CtcVocabulary:
@@ -138,6 +146,7 @@ class LocalInferenceResource(InferenceResource):
             num_threads=self.num_threads,
             max_batch_size=self.max_batch_size,
             max_batch_seconds=self.max_batch_seconds,
+            torch_bf16=self.torch_bf16,
         )
         try:
             yield engine

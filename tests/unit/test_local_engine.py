@@ -38,3 +38,24 @@ def test_refuses_a_model_without_checksums(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text("{}")
     with pytest.raises(ModelIntegrityError):
         LocalTorchEngine(tmp_path)
+
+
+def test_bf16_autocast_is_its_own_numerics(tiny_model_dir: Path) -> None:
+    """bf16 emissions must never be served from (or into) the fp32 emissions cache, and must
+    keep the fp32 decisions on ordinary input."""
+    from asr_assets.resources.inference import LocalInferenceResource
+
+    rng = np.random.default_rng(0)
+    clips = [(0.1 * rng.standard_normal(16_000 + 800 * i)).astype(np.float32) for i in range(3)]
+    with LocalInferenceResource(model_dir=str(tiny_model_dir)).open_engine() as fp32:
+        reference = fp32.infer(clips)
+        assert getattr(fp32, "numerics", "fp32") == "fp32"
+    resource = LocalInferenceResource(model_dir=str(tiny_model_dir), torch_bf16=True)
+    with resource.open_engine() as bf16:
+        assert bf16.name == "local-torch-bf16" and bf16.numerics == "bf16"
+        outputs = bf16.infer(clips)
+    for ours, theirs in zip(outputs, reference, strict=True):
+        assert ours.log_probs.dtype == np.float32 and ours.log_probs.shape == theirs.log_probs.shape
+        assert np.abs(ours.log_probs - theirs.log_probs).max() < 0.5
+    with pytest.raises(ValueError, match="backend 'torch' only"):
+        LocalInferenceResource(model_dir=str(tiny_model_dir), backend="onnx", torch_bf16=True)

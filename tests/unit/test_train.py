@@ -249,6 +249,7 @@ def test_forced_align_recovers_letter_frames(gap: list[int]) -> None:
 def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("train-data")
     args = ["data", "--out", str(root), "--short", "40", "--long", "8", "--heldout", "8"]
+    args += ["--trainvoices-eval", "6"]
     with contextlib.redirect_stdout(io.StringIO()):
         assert main([*args, "--seed", "0", "--workers", "2"]) == 0
     return root
@@ -259,8 +260,8 @@ def _set_bytes(root: Path) -> dict[str, bytes]:
 
 
 @needs_espeak
-def test_cli_data_writes_three_consistent_sets(data_root: Path) -> None:
-    sizes = {"train-short": 40, "train-long": 8, "heldout": 8}
+def test_cli_data_writes_four_consistent_sets(data_root: Path) -> None:
+    sizes = {"train-short": 40, "train-long": 8, "trainvoices-eval": 6, "heldout": 8}
     for name, n in sizes.items():
         spec = json.loads((data_root / name / "spec.json").read_text())
         assert spec["n_phrases"] == n and spec["store"] == "audio"
@@ -273,6 +274,8 @@ def test_cli_data_writes_three_consistent_sets(data_root: Path) -> None:
             assert len(phrase.spans) == len(phrase.spoken)
             assert all(0 <= s < e <= len(phrase.x) / SR for s, e in phrase.spans)
     assert json.loads((data_root / "heldout" / "spec.json").read_text())["whole_fraction"] == 1.0
+    calibration_set = json.loads((data_root / "trainvoices-eval" / "spec.json").read_text())
+    assert calibration_set["split"] == "train" and calibration_set["augment"] == []
 
 
 @needs_espeak
@@ -320,7 +323,8 @@ def test_generate_set_resumes_by_regenerating_only_missing_chunks(tmp_path: Path
 
 def _cli_data_in_fresh_process(out: Path) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "tools.train", "data", "--out", str(out), "--short", "6"]
-    cmd += ["--long", "0", "--heldout", "0", "--seed", "7", "--workers", "1"]
+    cmd += ["--long", "0", "--heldout", "0", "--trainvoices-eval", "0", "--seed", "7"]
+    cmd += ["--workers", "1"]
     return subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 

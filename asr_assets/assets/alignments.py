@@ -145,11 +145,11 @@ def align_phrase(
     row: Mapping[str, object],
     vocabulary: CtcVocabulary,
     config: AlignmentsConfig,
+    policy: DecisionPolicy | None,
     aligner: Callable[..., list[TokenSpan]] = forced_align,
-    policy: DecisionPolicy | str | None = "config",
 ) -> tuple[list[dict[str, object]], dict[str, object]]:
     """Letter rows and the phrase row for one transcribed phrase (`policy`: the stage's
-    decision policy, computed once per stage; by default the config's)."""
+    decision policy, `config.policy(...)` computed once per stage)."""
     started = time.perf_counter()
     # The model that produced the emissions, which may differ from the configured one after a
     # fallback: results name the bytes that actually scored them.
@@ -189,7 +189,7 @@ def align_phrase(
         model,
         accept_support=config.accept_support,
         span_mode=config.span_mode,
-        policy=config.policy() if isinstance(policy, str) else policy,
+        policy=policy,
         load_samples=load_samples,
         aligner=aligner,
     )
@@ -246,7 +246,7 @@ def build_alignments(
                 row, str(row["error_stage"]), str(row["error_reason"]), row["error_message"] or ""
             )
         try:
-            letters, phrase = align_phrase(store, row, vocabulary, config, aligner, policy)
+            letters, phrase = align_phrase(store, row, vocabulary, config, policy, aligner)
         except PhraseError as exc:
             log.debug(
                 "phrase_alignment_failed",

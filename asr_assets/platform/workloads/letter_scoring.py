@@ -11,7 +11,6 @@ Run by the platform as `python -m asr_assets.platform.workloads.letter_scoring`.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +25,6 @@ from asr_assets.core.models import EXPECTED_TEXT_PATTERN, ModelInfo, Transcript
 from asr_assets.core.scoring import (
     DEFAULT_ACCEPT_SUPPORT,
     DEFAULT_POLICY,
-    RAW_POLICY,
     Calibration,
     DecisionPolicy,
     Judgement,
@@ -158,14 +156,9 @@ def judgement_policy(
     """The daily graph's judgement (`AlignmentsConfig.judgement`, calibrated by default), so a
     job and the graph judge the same recording the same way; `params.judgement` overrides.
     `calibration` is the model's own (its `calibration.json`), as in the graph."""
-    chosen = Judgement(judgement)
-    if chosen is Judgement.GREEDY:
-        return None
-    if chosen is Judgement.RAW:
-        return RAW_POLICY
-    if calibration is None:
-        return DEFAULT_POLICY
-    return replace(DEFAULT_POLICY, letter=calibration[0], insertion=calibration[1])
+    from asr_assets.assets.alignments import AlignmentsConfig
+
+    return AlignmentsConfig(judgement=Judgement(judgement)).policy(calibration)
 
 
 def process(

@@ -34,8 +34,6 @@ from asr_assets.core.tables import (
     LETTER_SCORES_SCHEMA,
     PHRASE_RESULTS_SCHEMA,
     TRANSCRIPTS_SCHEMA,
-    TableBuilder,
-    to_table,
 )
 from asr_assets.observability.logging import get_logger, in_current_context
 from asr_assets.resources.inference import InferenceResource
@@ -229,15 +227,12 @@ def build_alignments(
     summary = StageSummary(Stage.ALIGNMENTS, partition_key)
     policy = config.policy(calibration)
     started = time.perf_counter()
-    transcripts_table = store.read_table(
-        stage_table_key(Stage.TRANSCRIPTS, partition_key), TRANSCRIPTS_SCHEMA
-    )
-    letter_rows = TableBuilder(LETTER_SCORES_SCHEMA)
-    phrase_rows: list[dict[str, object]] = []
-    errors: list[dict[str, object]] = []
+    source = store.open_table(stage_table_key(Stage.TRANSCRIPTS, partition_key), TRANSCRIPTS_SCHEMA)
     statuses: Counter[str] = Counter()
-    rows = (row for batch in transcripts_table.to_batches(1024) for row in batch.to_pylist())
-    aligner = aligner_for(transcripts_table.num_rows)
+    expected_letters = 0
+    first_model: str | None = None
+    rows = (row for batch in source.batches(1024) for row in batch.to_pylist())
+    aligner = aligner_for(source.num_rows)
 
     def align(row: dict[str, object]) -> AlignOutcome:
         """Letter and phrase rows, or the phrase's error row; runs on a pool worker."""
@@ -267,48 +262,52 @@ def build_alignments(
         )
         return letters, phrase
 
+    def table_key(name: str) -> str:
+        return stage_table_key(Stage.ALIGNMENTS, partition_key, name)
+
     # Workers read emissions (and audio when a span mode needs it) concurrently; results come
-    # back in input order and at most a few windows of phrases are alive at once.
+    # back in input order and at most a few windows of phrases are alive at once. The three
+    # tables stream out as row groups: the stage holds compressed Parquet, not the day's rows.
     workers = config.io_workers
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="alignments") as pool:
+    with (
+        ThreadPoolExecutor(max_workers=workers, thread_name_prefix="alignments") as pool,
+        store.table_writer(table_key("letter_scores"), LETTER_SCORES_SCHEMA) as letter_rows,
+        store.table_writer(table_key("phrase_results"), PHRASE_RESULTS_SCHEMA) as phrase_rows,
+        store.table_writer(table_key("errors"), ERRORS_SCHEMA) as errors,
+    ):
         for outcome in bounded_map(pool, in_current_context(align), rows, window=4 * workers):
             if isinstance(outcome, dict):
                 errors.append(outcome)
+                summary.count_errors([str(outcome["reason_code"])])
                 continue
             letters, phrase = outcome
             letter_rows.extend(letters)
             phrase_rows.append(phrase)
             statuses.update(str(letter["status"]) for letter in letters)
-    for name, table in (
-        ("letter_scores", letter_rows.to_table()),
-        ("phrase_results", to_table(phrase_rows, PHRASE_RESULTS_SCHEMA)),
-        ("errors", to_table(errors, ERRORS_SCHEMA)),
-    ):
-        store.write_table(stage_table_key(Stage.ALIGNMENTS, partition_key, name), table)
-    summary.phrases_in = transcripts_table.num_rows
-    summary.phrases_ok = len(phrase_rows)
-    summary.phrases_errored = len(errors)
-    summary.count_errors(str(e["reason_code"]) for e in errors)
-    expected_letters = sum(int(p["n_expected"]) for p in phrase_rows)  # type: ignore[call-overload]
+            expected_letters += int(phrase["n_expected"])  # type: ignore[call-overload]
+            if first_model is None:
+                first_model = f"{phrase['model_name']}@{phrase['model_version']}"
+            if len(summary.preview) < 10:
+                summary.preview.append(
+                    {
+                        "activity_id": phrase["activity_id"],
+                        "phrase_index": phrase["phrase_index"],
+                        "expected": phrase["expected_text"],
+                        "transcript": phrase["transcript"],
+                        "accuracy": phrase["accuracy"],
+                    }
+                )
+    summary.phrases_in = source.num_rows
+    summary.phrases_ok = phrase_rows.num_rows
+    summary.phrases_errored = errors.num_rows
     summary.extra["letters"] = expected_letters
     summary.extra["letters_by_status"] = dict(sorted(statuses.items()))
     summary.extra["share_correct"] = round(
         statuses["correct"] / expected_letters if expected_letters else 0.0, 4
     )
     summary.timings_ms["alignment"] = (time.perf_counter() - started) * 1000
-    summary.preview = [
-        {
-            "activity_id": p["activity_id"],
-            "phrase_index": p["phrase_index"],
-            "expected": p["expected_text"],
-            "transcript": p["transcript"],
-            "accuracy": p["accuracy"],
-        }
-        for p in phrase_rows[:10]
-    ]
-    if phrase_rows:
-        first = phrase_rows[0]
-        summary.extra["model"] = f"{first['model_name']}@{first['model_version']}"
+    if first_model is not None:
+        summary.extra["model"] = first_model
     summary.check_reconciles()
     return summary
 

@@ -7,6 +7,7 @@ the data the report judged, so committing clears it; the gates then judge the ne
 
 import time
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -144,33 +145,51 @@ def _partition_model(phrase_table: pa.Table, fallback: ModelInfo | None) -> Mode
 
 def activity_outcomes(phrase_results: pa.Table, errors: pa.Table) -> list[ActivityOutcome]:
     """Per activity: phrases, errored phrases, processing time and alignment failures."""
-    phrases: Counter[str] = Counter()
-    errored: Counter[str] = Counter()
-    align_failures: Counter[str] = Counter()
-    total_ms: Counter[str] = Counter()
-    for row in phrase_results.select(
-        ["activity_id", "inference_ms", "alignment_ms", "alignment_method"]
-    ).to_pylist():
-        activity = str(row["activity_id"])
-        phrases[activity] += 1
-        total_ms[activity] += float(row["inference_ms"] or 0.0) + float(row["alignment_ms"] or 0.0)
-        if row["alignment_method"] != "ctc_forced":
-            align_failures[activity] += 1
-    for row in errors.select(["activity_id", "stage"]).to_pylist():
-        activity = str(row["activity_id"])
-        phrases[activity] += 1
-        errored[activity] += 1
-        if row["stage"] == Stage.ALIGNMENTS.value:
-            align_failures[activity] += 1
+    scored = phrase_results.select(["activity_id"]).append_column(
+        "total_ms",
+        pc.add(
+            pc.fill_null(phrase_results.column("inference_ms").cast(pa.float64()), 0.0),
+            pc.fill_null(phrase_results.column("alignment_ms").cast(pa.float64()), 0.0),
+        ),
+    )
+    scored = scored.append_column(
+        "align_failed",
+        pc.fill_null(
+            pc.not_equal(phrase_results.column("alignment_method"), "ctc_forced"), True
+        ).cast(pa.int64()),
+    )
+    scored = scored.append_column("errored", pa.array([0] * scored.num_rows, pa.int64()))
+    failed = errors.select(["activity_id"])
+    failed = failed.append_column("total_ms", pa.array([0.0] * failed.num_rows, pa.float64()))
+    failed = failed.append_column(
+        "align_failed",
+        pc.fill_null(pc.equal(errors.column("stage"), Stage.ALIGNMENTS.value), False).cast(
+            pa.int64()
+        ),
+    )
+    failed = failed.append_column("errored", pa.array([1] * failed.num_rows, pa.int64()))
+    per_activity = (
+        pa.concat_tables([scored, failed.cast(scored.schema)])
+        .group_by("activity_id")
+        .aggregate(
+            [
+                ("activity_id", "count"),
+                ("errored", "sum"),
+                ("total_ms", "sum"),
+                ("align_failed", "sum"),
+            ]
+        )
+        .sort_by("activity_id")
+    )
     return [
         ActivityOutcome(
-            activity_id=activity,
-            phrases=phrases[activity],
-            phrases_errored=errored[activity],
-            total_ms=total_ms[activity],
-            align_failures=align_failures[activity],
+            activity_id=str(row["activity_id"]),
+            phrases=int(row["activity_id_count"]),
+            phrases_errored=int(row["errored_sum"]),
+            total_ms=float(row["total_ms_sum"]),
+            align_failures=int(row["align_failed_sum"]),
         )
-        for activity in sorted(phrases)
+        for row in per_activity.to_pylist()
     ]
 
 
@@ -217,19 +236,33 @@ PREVIEW_COLUMNS = [
 ]
 
 
-def misread_first_preview(letters: pa.Table, limit: int = 10) -> list[dict[str, object]]:
+def _misread_first(letters: pa.Table, limit: int) -> pa.Table:
+    not_correct_first = pc.equal(letters.column("status"), "correct")
+    confidence = pc.fill_null(letters.column("confidence").cast(pa.float64()), 0.0)
+    keyed = letters.append_column("_correct", not_correct_first).append_column(
+        "_confidence", confidence
+    )
+    order = pc.sort_indices(
+        keyed, sort_keys=[("_correct", "ascending"), ("_confidence", "ascending")]
+    )
+    return letters.take(order[:limit])
+
+
+def misread_first_preview(
+    letters: pa.Table | Iterable[pa.RecordBatch], limit: int = 10
+) -> list[dict[str, object]]:
     """Up to `limit` letter rows, those not read correctly first (lowest confidence first).
 
     The first ten rows of a good day are ten correct letters, which tell a reviewer nothing.
+    Batches are reduced to their own first `limit` as they come (a stable sort, so ties keep
+    table order), so a day of letters is never held whole.
     """
-    rows = letters.select(PREVIEW_COLUMNS).to_pylist()
-    rows.sort(
-        key=lambda r: (
-            r["status"] == "correct",
-            r["confidence"] if r["confidence"] is not None else 0.0,
-        )
-    )
-    return rows[:limit]
+    batches = letters.to_batches() if isinstance(letters, pa.Table) else letters
+    best: pa.Table | None = None
+    for batch in batches:
+        part = _misread_first(pa.Table.from_batches([batch]).select(PREVIEW_COLUMNS), limit)
+        best = part if best is None else _misread_first(pa.concat_tables([best, part]), limit)
+    return [] if best is None else best.to_pylist()
 
 
 def _location(uri: str) -> dg.MetadataValue:
@@ -249,12 +282,13 @@ def build_letter_scores(
     started = time.perf_counter()
     # The fencing token: the commit below succeeds only if no other run commits in between.
     fence = store.run_fence(partition_key, run_id)
-    phrases_in = store.read_table(
-        stage_table_key(Stage.ACTIVITIES, partition_key), ACTIVITIES_SCHEMA
-    ).num_rows
+    phrases_in = store.open_table(stage_table_key(Stage.ACTIVITIES, partition_key)).num_rows
+    # Phrase and error tables are read whole (a few columns per phrase, as Arrow); the letter
+    # table, four rows per phrase, streams through the counts below and is copied as bytes.
     tables = {
         name: store.read_table(stage_table_key(Stage.ALIGNMENTS, partition_key, name), schema)
         for name, schema in RESULT_SCHEMAS.items()
+        if name != "letter_scores"
     }
     scored = tables["phrase_results"].num_rows
     errored = tables["errors"].num_rows
@@ -263,11 +297,31 @@ def build_letter_scores(
             f"{partition_key}: {phrases_in} phrases in, {scored} scored + {errored} errored"
         )
     model = _partition_model(tables["phrase_results"], fallback_model)
+    letters = store.open_table(
+        stage_table_key(Stage.ALIGNMENTS, partition_key, "letter_scores"),
+        RESULT_SCHEMAS["letter_scores"],
+    )
+    statuses: Counter[str] = Counter()
+
+    def letter_batches() -> Iterator[pa.RecordBatch]:
+        for batch in letters.batches(16384):
+            counts = pc.value_counts(batch.column("status"))
+            statuses.update(
+                {
+                    str(item["values"]): int(item["counts"])
+                    for item in counts.to_pylist()
+                    if item["values"] is not None
+                }
+            )
+            yield batch
+
+    preview = misread_first_preview(letter_batches())
     staged: dict[str, str] = {}
     stage_root = staging_prefix(run_id, partition_key)
     for name in RESULT_TABLES:
         staged[name] = f"{stage_root}/{name}.parquet"
-        store.write_table(staged[name], tables[name])
+        # The stage tables are already the result tables' bytes (same schemas, same writer).
+        store.copy(stage_table_key(Stage.ALIGNMENTS, partition_key, name), staged[name])
     committed_at = datetime.now(UTC)
     # The ledger lands before `_SUCCESS` names it: a committed partition always has its ledger,
     # and a crash in between leaves only a ledger file no `_SUCCESS` points to (history).
@@ -281,7 +335,11 @@ def build_letter_scores(
         run_id=run_id,
         committed_at=committed_at,
         files={},
-        row_counts={name: tables[name].num_rows for name in RESULT_TABLES},
+        row_counts={
+            "letter_scores": letters.num_rows,
+            "phrase_results": scored,
+            "errors": errored,
+        },
         model=model,
         phrases_in=phrases_in,
         phrases_scored=scored,
@@ -310,8 +368,6 @@ def build_letter_scores(
         store.delete(quarantine_key(partition_key))
         log.info("quarantine_cleared_by_commit", partition=partition_key, run_id=run_id)
 
-    letters = tables["letter_scores"]
-    statuses = Counter(letters.column("status").to_pylist())
     expected = letters.num_rows - statuses.get("inserted", 0)
     summary.phrases_in = phrases_in
     summary.phrases_ok = scored
@@ -337,7 +393,7 @@ def build_letter_scores(
     summary.timings_ms["commit"] = (time.perf_counter() - started) * 1000
     summary.row_count = letters.num_rows
     summary.extra["misread_letters"] = letters.num_rows - statuses.get("correct", 0)
-    summary.preview = misread_first_preview(letters)
+    summary.preview = preview
     summary.extra["ledger"] = _location(store.uri(ledger))
     summary.check_reconciles()
     engines = sorted(set(tables["phrase_results"].column("engine").to_pylist()))

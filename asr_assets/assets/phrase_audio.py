@@ -27,7 +27,7 @@ from asr_assets.core.audio import (
 )
 from asr_assets.core.errors import PhraseError, ReasonCode, Stage
 from asr_assets.core.storage import UnsafeKeyError, clip_key, stage_table_key
-from asr_assets.core.tables import ACTIVITIES_SCHEMA, PHRASE_AUDIO_SCHEMA, to_table
+from asr_assets.core.tables import ACTIVITIES_SCHEMA, PHRASE_AUDIO_SCHEMA
 from asr_assets.observability.logging import get_logger, in_current_context
 from asr_assets.resources.object_store import ObjectNotFoundError, ObjectStore
 
@@ -144,12 +144,8 @@ def build_phrase_audio(
 ) -> StageSummary:
     summary = StageSummary(Stage.PHRASE_AUDIO, partition_key)
     started = time.perf_counter()
-    activities_table = store.read_table(
-        stage_table_key(Stage.ACTIVITIES, partition_key), ACTIVITIES_SCHEMA
-    )
     policy = config.policy()
     max_bytes = int(config.max_object_mb * 1024 * 1024)
-    records = activities_table.to_pylist()
 
     def process(row: dict[str, object]) -> dict[str, object]:
         carried = carried_error(row)
@@ -157,35 +153,48 @@ def build_phrase_audio(
             return {**key_fields(row), **carried}
         return prepare_clip(store, row, policy, max_bytes)
 
-    rows: list[dict[str, object]] = []
-    # Chunks bound the decoded audio alive at once to about `workers` clips, whatever the size
-    # of the partition (Executor.map would submit every phrase up front).
+    audio_seconds = 0.0
+    clips_cached = 0
+    # The day streams through in chunks: about `workers` decoded clips and one chunk of rows are
+    # alive at once, whatever the size of the partition (Executor.map would submit every phrase
+    # up front), and the output is written as row groups of the same chunks.
     chunk = config.workers * 4
     # Workers log and call S3 for the stage: they carry its log context and span.
     task = in_current_context(process)
-    with ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="phrase-audio") as pool:
-        for offset in range(0, len(records), chunk):
-            rows.extend(pool.map(task, records[offset : offset + chunk]))
-    store.write_table(
-        stage_table_key(Stage.PHRASE_AUDIO, partition_key), to_table(rows, PHRASE_AUDIO_SCHEMA)
-    )
-    summary.phrases_in = len(records)
-    summary.count_errors(row.get("error_reason") for row in rows)  # type: ignore[misc]
+    with (
+        ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="phrase-audio") as pool,
+        store.table_writer(
+            stage_table_key(Stage.PHRASE_AUDIO, partition_key), PHRASE_AUDIO_SCHEMA
+        ) as output,
+    ):
+        for batch in store.iter_table(
+            stage_table_key(Stage.ACTIVITIES, partition_key), ACTIVITIES_SCHEMA, batch_rows=1024
+        ):
+            records = batch.to_pylist()
+            for offset in range(0, len(records), chunk):
+                for row in pool.map(task, records[offset : offset + chunk]):
+                    output.append(row)
+                    summary.phrases_in += 1
+                    reason = row.get("error_reason")
+                    if reason is not None:
+                        summary.count_errors([reason])  # type: ignore[list-item]
+                    else:
+                        audio_seconds += float(row["duration_s"])  # type: ignore[arg-type]
+                        clips_cached += bool(row.get("cached"))
+                    if len(summary.preview) < 10:
+                        summary.preview.append(
+                            {
+                                "activity_id": row["activity_id"],
+                                "phrase_index": row["phrase_index"],
+                                "duration_s": row.get("duration_s"),
+                                "error": reason,
+                            }
+                        )
     summary.phrases_errored = sum(summary.errors_by_reason.values())
     summary.phrases_ok = summary.phrases_in - summary.phrases_errored
-    ok = [row for row in rows if row.get("error_reason") is None]
-    summary.extra["audio_seconds"] = round(sum(float(r["duration_s"]) for r in ok), 2)  # type: ignore[arg-type]
-    summary.extra["clips_cached"] = sum(1 for r in ok if r.get("cached"))
+    summary.extra["audio_seconds"] = round(audio_seconds, 2)
+    summary.extra["clips_cached"] = clips_cached
     summary.timings_ms["fetch_decode"] = (time.perf_counter() - started) * 1000
-    summary.preview = [
-        {
-            "activity_id": r["activity_id"],
-            "phrase_index": r["phrase_index"],
-            "duration_s": r.get("duration_s"),
-            "error": r.get("error_reason"),
-        }
-        for r in rows[:10]
-    ]
     summary.check_reconciles()
     return summary
 
@@ -193,7 +202,7 @@ def build_phrase_audio(
 @letter_scoring_asset(
     deps=["activities"],
     kinds={"audio", "flac"},
-    description="Each phrase's recording decoded to 16 kHz mono, validated, cached as FLAC.",
+    description="Each phrase's recording decoded to 16 kHz mono, validated, cached as 16-bit PCM.",
 )
 def phrase_audio(
     context: dg.AssetExecutionContext, config: PhraseAudioConfig, store: ObjectStore

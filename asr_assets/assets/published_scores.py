@@ -12,6 +12,8 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 
 import dagster as dg
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from asr_assets.assets.common import StageSummary, partition_metadata, summary_metadata
 from asr_assets.assets.instrumentation import PartitionRecord, partition_scope, stage_scope
@@ -41,19 +43,72 @@ def idempotency_key(activity_id: str, model: ModelInfo, run_id: str) -> str:
     return hashlib.sha256(f"{activity_id}|{model.sha256}|{run_id}".encode()).hexdigest()[:32]
 
 
+def read_manifest(store: ObjectStore, partition_key: str) -> PartitionManifest:
+    """The `_SUCCESS` manifest of a committed partition; the only way its files are found."""
+    payload = store.read_committed(result_prefix("letter_scores", partition_key))
+    if payload is None:
+        raise PartitionNotCommittedError(f"letter_scores {partition_key} has no _SUCCESS manifest")
+    return PartitionManifest.model_validate(payload)
+
+
 def read_result_partition(
     store: ObjectStore, partition_key: str
 ) -> tuple[PartitionManifest, dict[str, list[dict[str, object]]]]:
     """Rows of a committed partition, read only through the files its `_SUCCESS` names."""
-    payload = store.read_committed(result_prefix("letter_scores", partition_key))
-    if payload is None:
-        raise PartitionNotCommittedError(f"letter_scores {partition_key} has no _SUCCESS manifest")
-    manifest = PartitionManifest.model_validate(payload)
+    manifest = read_manifest(store, partition_key)
     rows = {
         name: store.read_table(manifest.files[name], schema).to_pylist()
         for name, schema in RESULT_SCHEMAS.items()
     }
     return manifest, rows
+
+
+#: What an activity's record needs of its phrase and error rows.
+PHRASE_COLUMNS = [
+    "activity_id",
+    "tenant_id",
+    "phrase_index",
+    "expected_text",
+    "transcript",
+    "accuracy",
+    "n_expected",
+    "n_correct",
+]
+ERROR_COLUMNS = ["activity_id", "tenant_id", "phrase_index", "reason_code"]
+
+#: Activities turned into records and handed to the publisher at once.
+PUBLISH_CHUNK_ACTIVITIES = 2000
+
+
+def activity_record_chunks(
+    store: ObjectStore, manifest: PartitionManifest, chunk: int = PUBLISH_CHUNK_ACTIVITIES
+) -> Iterator[list[ActivityResult]]:
+    """Records of every activity of the partition, in activity order, `chunk` activities at a time.
+
+    Only the columns a record needs are read (as Arrow), and only one chunk of activities is
+    ever held as Python rows and records, so publishing a 100k-phrase day stays flat.
+    """
+    phrases = store.read_table(
+        manifest.files["phrase_results"], RESULT_SCHEMAS["phrase_results"]
+    ).select(PHRASE_COLUMNS)
+    errors = store.read_table(manifest.files["errors"], RESULT_SCHEMAS["errors"]).select(
+        ERROR_COLUMNS
+    )
+    activities = pc.unique(
+        pa.chunked_array(
+            [*phrases.column("activity_id").chunks, *errors.column("activity_id").chunks],
+            type=pa.string(),
+        )
+    ).sort()
+    for offset in range(0, len(activities), chunk):
+        ids = activities[offset : offset + chunk]
+        rows = {
+            "phrase_results": phrases.filter(
+                pc.is_in(phrases.column("activity_id"), ids)
+            ).to_pylist(),
+            "errors": errors.filter(pc.is_in(errors.column("activity_id"), ids)).to_pylist(),
+        }
+        yield activity_records(manifest, rows)
 
 
 def activity_records(
@@ -123,28 +178,34 @@ def publish_partition(
         )
     summary = StageSummary(Stage.PUBLISH, partition_key)
     started = time.perf_counter()
-    manifest, rows = read_result_partition(store, partition_key)
-    records = activity_records(manifest, rows)
-    report = publisher.publish(partition_key, records)
+    manifest = read_manifest(store, partition_key)
+    report = PublishReport()
+    records = 0
+    for chunk in activity_record_chunks(store, manifest):
+        report.add(publisher.publish(partition_key, chunk))
+        records += len(chunk)
+        for record in chunk:
+            summary.count_errors(
+                str(p["error"]) for p in record.phrases if p.get("error") is not None
+            )
+            if len(summary.preview) < 10:
+                summary.preview.append(
+                    {
+                        "activity_id": record.activity_id,
+                        "phrases": record.n_phrases,
+                        "errors": record.n_errors,
+                        "accuracy": record.accuracy,
+                    }
+                )
     summary.phrases_in = manifest.phrases_in
     summary.phrases_ok = manifest.phrases_scored
     summary.phrases_errored = manifest.phrases_errored
-    summary.count_errors(str(e["reason_code"]) for e in rows["errors"])
     summary.extra["activities_published"] = report.published
     summary.extra["activities_duplicate"] = report.duplicates
     summary.extra["activities_failed"] = report.failed
     summary.extra["publish_retries"] = report.retries
     summary.extra["destination"] = publisher.destination(partition_key)
     summary.timings_ms["publish"] = (time.perf_counter() - started) * 1000
-    summary.preview = [
-        {
-            "activity_id": r.activity_id,
-            "phrases": r.n_phrases,
-            "errors": r.n_errors,
-            "accuracy": r.accuracy,
-        }
-        for r in records[:10]
-    ]
     log.info(
         "partition_published",
         stage=Stage.PUBLISH.value,
@@ -154,7 +215,7 @@ def publish_partition(
         failed=report.failed,
         retries=report.retries,
     )
-    return summary, report, len(records)
+    return summary, report, records
 
 
 def build_published_scores(

@@ -348,25 +348,44 @@ def score(
 
 def summarize(partition: str, console: Console) -> int:
     """Print what a committed partition holds; reads through its _SUCCESS manifest only."""
-    from asr_assets.assets.published_scores import PartitionNotCommittedError, read_result_partition
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from asr_assets.assets.published_scores import PartitionNotCommittedError, read_manifest
     from asr_assets.checks.summary import quarantine_status
+    from asr_assets.core.tables import RESULT_SCHEMAS
 
     resources = load_definitions().resources
     store = resources["store"]
     try:
-        manifest, rows = read_result_partition(store, partition)
+        manifest = read_manifest(store, partition)
     except PartitionNotCommittedError as exc:
         raise UsageError(
             f"not committed: {exc}", f"score it first: asr score {partition}"
         ) from None
     _audit_summary_read(store, partition)
-    letters = rows["letter_scores"]
-    statuses = Counter(str(row["status"]) for row in letters)
-    expected = len(letters) - statuses.get("inserted", 0)
-    activities = {str(r["activity_id"]) for r in rows["phrase_results"]} | {
-        str(r["activity_id"]) for r in rows["errors"]
-    }
-    reasons = Counter(str(row["reason_code"]) for row in rows["errors"])
+
+    def column(name: str, field: str) -> pa.ChunkedArray:
+        # Counted as Arrow, column by column: a large day's letters as Python rows cost
+        # hundreds of megabytes for a few numbers.
+        schema = pa.schema([RESULT_SCHEMAS[name].field(field)])
+        return store.read_table(manifest.files[name], schema).column(field)
+
+    def counts(values: pa.ChunkedArray) -> Counter[str]:
+        return Counter(
+            {
+                str(item["values"]): int(item["counts"])
+                for item in pc.value_counts(values).to_pylist()
+                if item["values"] is not None
+            }
+        )
+
+    statuses = counts(column("letter_scores", "status"))
+    expected = sum(statuses.values()) - statuses.get("inserted", 0)
+    activities = set(column("phrase_results", "activity_id").unique().to_pylist()) | set(
+        column("errors", "activity_id").unique().to_pylist()
+    )
+    reasons = counts(column("errors", "reason_code"))
     share = statuses.get("correct", 0) / expected if expected else 0.0
     out = console.line
     out(f"Partition {partition} (run {manifest.run_id})")

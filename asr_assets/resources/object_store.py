@@ -16,6 +16,7 @@ import shutil
 import tempfile
 from abc import abstractmethod
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,6 +35,7 @@ from asr_assets.core.storage import (
     staging_prefix,
     validate_key,
 )
+from asr_assets.core.tables import ParquetSink
 from asr_assets.observability.logging import get_logger
 
 log = get_logger(__name__)
@@ -107,6 +109,27 @@ class ListPage:
     next_token: str | None
 
 
+@dataclass(frozen=True)
+class StoredTable:
+    """A stored Parquet table, read batch by batch.
+
+    Stages read their input this way so that what they hold is the compressed file (a few bytes
+    per phrase) and one batch of decoded rows, never the day as Python objects.
+    """
+
+    file: pq.ParquetFile
+    schema: pa.Schema | None = None
+
+    @property
+    def num_rows(self) -> int:
+        return int(self.file.metadata.num_rows)
+
+    def batches(self, batch_rows: int = 4096) -> Iterator[pa.RecordBatch]:
+        columns = None if self.schema is None else self.schema.names
+        for batch in self.file.iter_batches(batch_size=batch_rows, columns=columns):
+            yield batch if self.schema is None else batch.select(columns).cast(self.schema)
+
+
 class ObjectStore(dg.ConfigurableResource):
     """Keys are '/'-separated and relative; every key is validated before use."""
 
@@ -168,6 +191,28 @@ class ObjectStore(dg.ConfigurableResource):
     def read_table(self, key: str, schema: pa.Schema | None = None) -> pa.Table:
         table = pq.read_table(io.BytesIO(self.read_bytes(key)))
         return table if schema is None else table.select(schema.names).cast(schema)
+
+    def open_table(self, key: str, schema: pa.Schema | None = None) -> StoredTable:
+        """A stored table to read in record batches; its row count is known up front."""
+        return StoredTable(pq.ParquetFile(io.BytesIO(self.read_bytes(key))), schema)
+
+    def iter_table(
+        self, key: str, schema: pa.Schema | None = None, *, batch_rows: int = 4096
+    ) -> Iterator[pa.RecordBatch]:
+        """A stored table as record batches of at most `batch_rows` rows (see `StoredTable`)."""
+        return self.open_table(key, schema).batches(batch_rows)
+
+    @contextmanager
+    def table_writer(
+        self, key: str, schema: pa.Schema, *, chunk_rows: int = 4096
+    ) -> Iterator[ParquetSink]:
+        """Rows appended to the sink become `key` when the block exits cleanly, never before.
+
+        A block that raises writes nothing, so a reader never sees half a stage table.
+        """
+        sink = ParquetSink(schema, chunk_rows)
+        yield sink
+        self.write_bytes(key, sink.getvalue())
 
     def write_json(self, key: str, payload: object) -> None:
         self.write_bytes(key, json.dumps(payload, indent=2, sort_keys=True, default=str).encode())

@@ -44,6 +44,15 @@ class PublishReport:
     def attempted(self) -> int:
         return self.published + self.duplicates + self.failed
 
+    def add(self, other: PublishReport) -> None:
+        """Fold in the report of another call for the same partition (publishing in chunks)."""
+        self.published += other.published
+        self.duplicates += other.duplicates
+        self.failed += other.failed
+        self.failures.update(other.failures)
+        self.retries += other.retries
+        self.transient_failures += other.transient_failures
+
     @property
     def failures_by_reason(self) -> dict[str, int]:
         return dict(sorted(Counter(self.failures.values()).items()))
@@ -78,25 +87,25 @@ class LocalJsonlPublisher(Publisher):
 
     def publish(self, partition_key: str, records: Sequence[ActivityResult]) -> PublishReport:
         key = self._key(partition_key)
-        existing: dict[str, dict[str, object]] = {}
+        # Each activity's line as text with its idempotency key: a partition is published in
+        # chunks, and parsed dicts of every activity published so far would grow with the day.
+        existing: dict[str, tuple[str, str]] = {}
         if self.store.exists(key):
             for line in self.store.read_bytes(key).decode().splitlines():
                 if line.strip():
                     row = json.loads(line)
-                    existing[str(row["activity_id"])] = row
+                    existing[str(row["activity_id"])] = (str(row.get("idempotency_key")), line)
         report = PublishReport()
         for record in records:
             previous = existing.get(record.activity_id)
-            if previous is not None and previous.get("idempotency_key") == record.idempotency_key:
+            if previous is not None and previous[0] == record.idempotency_key:
                 report.duplicates += 1
                 continue
-            existing[record.activity_id] = record.model_dump(mode="json")
+            line = json.dumps(record.model_dump(mode="json"), sort_keys=True)
+            existing[record.activity_id] = (record.idempotency_key, line)
             report.published += 1
         if report.published:
-            body = "".join(
-                json.dumps(existing[activity], sort_keys=True) + "\n"
-                for activity in sorted(existing)
-            )
+            body = "".join(existing[activity][1] + "\n" for activity in sorted(existing))
             self.store.write_bytes(key, body.encode())
         return report
 

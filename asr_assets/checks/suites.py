@@ -322,6 +322,33 @@ def activities_suites(
 # --- letter_scores ----------------------------------------------------------------------------
 
 
+#: Letter columns the letter_scores suites read (expectations, derivations, sample rows).
+LETTER_FRAME_COLUMNS = (
+    "activity_id",
+    "phrase_index",
+    "letter_index",
+    "expected",
+    "recognized",
+    "status",
+    "confidence",
+    "start_s",
+    "end_s",
+    "unaligned_reason",
+    "model_name",
+    "model_version",
+    "model_sha256",
+)
+#: The expected-letter frame: its expectations, the counts derived from it, its sample rows.
+EXPECTED_FRAME_COLUMNS = (
+    *LETTER_FRAME_COLUMNS,
+    "phrase_duration_s",
+    "phrase_known",
+    "n_expected",
+    "expected_text",
+    "expected_from_text",
+)
+
+
 def letter_scores_suites(
     manifest: PartitionManifest, tables: Mapping[str, pa.Table], thresholds: Thresholds
 ) -> tuple[list[FrameSuite], list[ExpectationFailure]]:
@@ -330,7 +357,16 @@ def letter_scores_suites(
     for name, schema in RESULT_SCHEMAS.items():
         preflight += schema_failures(LETTER_SCORES_SCHEMA_CHECK, name, tables[name].schema, schema)
     phrase_key = ["activity_id", "phrase_index"]
-    letters = _with_columns(tables["letter_scores"].to_pandas(), phrase_key)
+    # Only the columns some expectation, derivation or report reads: a 100k-phrase day has
+    # 400k letter rows, and every column converted (and copied by each derived frame below)
+    # cost tens of megabytes at the gate.
+    letter_table = tables["letter_scores"]
+    letters = _with_columns(
+        letter_table.select(
+            [c for c in LETTER_FRAME_COLUMNS if c in letter_table.column_names]
+        ).to_pandas(),
+        phrase_key,
+    )
     phrases = _with_columns(tables["phrase_results"].to_pandas(), phrase_key)
     errors = _with_columns(tables["errors"].to_pandas(), phrase_key)
     phrase_info = pd.DataFrame(
@@ -354,8 +390,14 @@ def letter_scores_suites(
         n_expected=joined["n_expected"].to_numpy(),
         expected_text=joined["expected_text"].to_numpy(),
     )
+    del joined
     status = _column(letters, "status")
-    expected_rows = letters[status != LetterStatus.INSERTED.value].reset_index(drop=True)
+    expected_rows = letters[status != LetterStatus.INSERTED.value]
+    expected_rows = expected_rows[
+        [c for c in EXPECTED_FRAME_COLUMNS if c in expected_rows.columns]
+    ].reset_index(drop=True)
+    # What only the expected-letter frame needs leaves the letter frame.
+    letters = letters.drop(columns=["n_expected", "expected_text"])
     expected_rows = expected_rows.assign(
         expected_from_text=[
             _letter_at(text, index)

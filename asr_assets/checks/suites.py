@@ -322,21 +322,10 @@ def activities_suites(
 # --- letter_scores ----------------------------------------------------------------------------
 
 
-#: Letter columns the letter_scores suites read (expectations, derivations, sample rows).
-LETTER_FRAME_COLUMNS = (
-    "activity_id",
-    "phrase_index",
-    "letter_index",
-    "expected",
-    "recognized",
-    "status",
-    "confidence",
-    "start_s",
-    "end_s",
-    "unaligned_reason",
-    "model_name",
-    "model_version",
-    "model_sha256",
+#: Letter columns the letter_scores suites read: all but the alignment score, which no
+#: expectation, derivation or sample row uses.
+LETTER_FRAME_COLUMNS = tuple(
+    name for name in RESULT_SCHEMAS["letter_scores"].names if name != "alignment_score"
 )
 #: The expected-letter frame: its expectations, the counts derived from it, its sample rows.
 EXPECTED_FRAME_COLUMNS = (

@@ -177,49 +177,13 @@ def error_mask_count(table: pa.Table) -> int:
     return table.num_rows - table.column("error_reason").null_count
 
 
-class TableBuilder:
-    """Collects rows as Arrow record batches of `chunk_rows` rows.
-
-    A Python dict per row costs about a kilobyte; the same row in a record batch costs tens of
-    bytes, so a stage that emits a row per letter keeps its memory flat as partitions grow.
-    """
-
-    def __init__(self, schema: pa.Schema, chunk_rows: int = 4096) -> None:
-        self.schema = schema
-        self.chunk_rows = chunk_rows
-        self._pending: list[Mapping[str, object]] = []
-        self._batches: list[pa.RecordBatch] = []
-        self.num_rows = 0
-
-    def append(self, row: Mapping[str, object]) -> None:
-        self._pending.append(row)
-        self.num_rows += 1
-        if len(self._pending) >= self.chunk_rows:
-            self._flush()
-
-    def extend(self, rows: Iterable[Mapping[str, object]]) -> None:
-        for row in rows:
-            self.append(row)
-
-    def _flush(self) -> None:
-        if self._pending:
-            self._batches.append(
-                to_table(self._pending, self.schema).combine_chunks().to_batches()[0]
-            )
-            self._pending = []
-
-    def to_table(self) -> pa.Table:
-        self._flush()
-        return pa.Table.from_batches(self._batches, schema=self.schema)
-
-
 class ParquetSink:
     """Rows in, zstd Parquet bytes out, flushed as a row group every `chunk_rows` rows.
 
-    Why not `TableBuilder`: a stage's output for a 100k-phrase day is tens of megabytes as Arrow
-    and a few as compressed Parquet, so a stage that streams its rows here holds only the
-    compressed file and one chunk, whatever the size of the day. Rows are checked as
-    `to_table` checks them (no unknown columns, no null keys).
+    A Python dict per row costs about a kilobyte, the same row as Arrow tens of bytes and as
+    compressed Parquet a few: a stage that streams its rows here holds the compressed file and
+    one chunk, whatever the size of the day. Rows are checked as `to_table` checks them (no
+    unknown columns, no null keys).
     """
 
     def __init__(self, schema: pa.Schema, chunk_rows: int = 4096) -> None:
@@ -233,6 +197,8 @@ class ParquetSink:
         )
 
     def append(self, row: Mapping[str, object]) -> None:
+        if self._writer is None:
+            raise ValueError("the sink is closed")
         self._pending.append(row)
         self.num_rows += 1
         if len(self._pending) >= self.chunk_rows:
@@ -243,9 +209,7 @@ class ParquetSink:
             self.append(row)
 
     def _flush(self) -> None:
-        if self._pending:
-            if self._writer is None:
-                raise ValueError("the sink is closed")
+        if self._pending and self._writer is not None:
             self._writer.write_table(to_table(self._pending, self.schema))
             self._pending = []
 

@@ -35,7 +35,7 @@ from asr_assets.core.storage import (
     stage_table_key,
     staging_prefix,
 )
-from asr_assets.core.tables import ACTIVITIES_SCHEMA, RESULT_SCHEMAS
+from asr_assets.core.tables import ACTIVITIES_SCHEMA, RESULT_SCHEMAS, value_counts
 from asr_assets.observability.logging import get_logger
 from asr_assets.observability.metrics import ActivityOutcome, emit_activities
 from asr_assets.observability.tracing import span
@@ -305,14 +305,7 @@ def build_letter_scores(
 
     def letter_batches() -> Iterator[pa.RecordBatch]:
         for batch in letters.batches(16384):
-            counts = pc.value_counts(batch.column("status"))
-            statuses.update(
-                {
-                    str(item["values"]): int(item["counts"])
-                    for item in counts.to_pylist()
-                    if item["values"] is not None
-                }
-            )
+            statuses.update(value_counts(batch.column("status")))
             yield batch
 
     preview = misread_first_preview(letter_batches())

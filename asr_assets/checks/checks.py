@@ -34,7 +34,7 @@ from asr_assets.assets.letter_scores import (
     release_quarantine,
 )
 from asr_assets.assets.partitions import daily_partitions
-from asr_assets.assets.published_scores import PartitionNotCommittedError
+from asr_assets.assets.published_scores import PartitionNotCommittedError, read_manifest
 from asr_assets.checks.drift import (
     DriftReport,
     DriftSettings,
@@ -104,10 +104,7 @@ def read_result_tables(
     Unlike `read_result_partition` (publishing), tables are not cast to the contract: a column
     of the wrong type must reach the schema check, not be silently converted on the way.
     """
-    payload = store.read_committed(result_prefix("letter_scores", partition_key))
-    if payload is None:
-        raise PartitionNotCommittedError(f"letter_scores {partition_key} has no _SUCCESS manifest")
-    manifest = PartitionManifest.model_validate(payload)
+    manifest = read_manifest(store, partition_key)
     return manifest, {name: store.read_table(manifest.files[name]) for name in RESULT_TABLES}
 
 

@@ -8,9 +8,11 @@ count and reconciliation is a simple count, not a join.
 from __future__ import annotations
 
 import io
+from collections import Counter
 from collections.abc import Iterable, Mapping
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pydantic import BaseModel
 
@@ -175,6 +177,20 @@ def to_table(rows: Iterable[Mapping[str, object] | BaseModel], schema: pa.Schema
 def error_mask_count(table: pa.Table) -> int:
     """Rows of a stage table that carry an error."""
     return table.num_rows - table.column("error_reason").null_count
+
+
+def value_counts(values: pa.Array | pa.ChunkedArray) -> Counter[str]:
+    """How often each non-null value occurs, counted in Arrow.
+
+    A day's letter statuses as Python strings cost tens of megabytes for a handful of numbers.
+    """
+    return Counter(
+        {
+            str(item["values"]): int(item["counts"])
+            for item in pc.value_counts(values).to_pylist()
+            if item["values"] is not None
+        }
+    )
 
 
 class ParquetSink:

@@ -14,7 +14,6 @@ import os
 import shutil
 import sys
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -349,11 +348,10 @@ def score(
 def summarize(partition: str, console: Console) -> int:
     """Print what a committed partition holds; reads through its _SUCCESS manifest only."""
     import pyarrow as pa
-    import pyarrow.compute as pc
 
     from asr_assets.assets.published_scores import PartitionNotCommittedError, read_manifest
     from asr_assets.checks.summary import quarantine_status
-    from asr_assets.core.tables import RESULT_SCHEMAS
+    from asr_assets.core.tables import RESULT_SCHEMAS, value_counts
 
     resources = load_definitions().resources
     store = resources["store"]
@@ -371,21 +369,12 @@ def summarize(partition: str, console: Console) -> int:
         schema = pa.schema([RESULT_SCHEMAS[name].field(field)])
         return store.read_table(manifest.files[name], schema).column(field)
 
-    def counts(values: pa.ChunkedArray) -> Counter[str]:
-        return Counter(
-            {
-                str(item["values"]): int(item["counts"])
-                for item in pc.value_counts(values).to_pylist()
-                if item["values"] is not None
-            }
-        )
-
-    statuses = counts(column("letter_scores", "status"))
+    statuses = value_counts(column("letter_scores", "status"))
     expected = sum(statuses.values()) - statuses.get("inserted", 0)
     activities = set(column("phrase_results", "activity_id").unique().to_pylist()) | set(
         column("errors", "activity_id").unique().to_pylist()
     )
-    reasons = counts(column("errors", "reason_code"))
+    reasons = value_counts(column("errors", "reason_code"))
     share = statuses.get("correct", 0) / expected if expected else 0.0
     out = console.line
     out(f"Partition {partition} (run {manifest.run_id})")

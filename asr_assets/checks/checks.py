@@ -51,7 +51,7 @@ from asr_assets.core.errors import Stage
 from asr_assets.core.models import PartitionManifest
 from asr_assets.core.storage import RESULT_TABLES, partition_date, result_prefix, stage_table_key
 from asr_assets.observability.logging import get_logger, redact, run_context
-from asr_assets.resources.object_store import ObjectStore
+from asr_assets.resources.object_store import ObjectStore, StoredTable
 
 log = get_logger(__name__)
 
@@ -96,16 +96,22 @@ def _specs(asset: str, names: Sequence[str]) -> list[dg.AssetCheckSpec]:
 # --- reading ----------------------------------------------------------------------------------
 
 
-def read_result_tables(
-    store: ObjectStore, partition_key: str
-) -> tuple[PartitionManifest, dict[str, pa.Table]]:
-    """A committed partition's tables, read only through the files its `_SUCCESS` names.
+def validate_committed_letter_scores(
+    store: ObjectStore, data_quality: DataQualityResource, partition_key: str
+) -> tuple[PartitionManifest, list[CheckOutcome]]:
+    """The letter_scores suites over one committed partition, as the blocking gate runs them.
 
-    Unlike `read_result_partition` (publishing), tables are not cast to the contract: a column
-    of the wrong type must reach the schema check, not be silently converted on the way.
+    The tables are opened, not read: the native engine judges the letter rows in chunks and
+    decodes only the phrase columns its suites read, so the gate holds the compressed files,
+    one chunk of letter rows and a few phrase columns, whatever the size of the day.
+    Tables are read only through the files `_SUCCESS` names, and never cast to the contract
+    (unlike publishing): a column of the wrong type must reach the schema check.
     """
     manifest = read_manifest(store, partition_key)
-    return manifest, {name: store.read_table(manifest.files[name]) for name in RESULT_TABLES}
+    tables: dict[str, pa.Table | StoredTable] = {
+        name: store.open_table(manifest.files[name]) for name in RESULT_TABLES
+    }
+    return manifest, data_quality.validate_letter_scores(partition_key, manifest, tables)
 
 
 def _committed_run_id(store: ObjectStore, partition_key: str) -> str | None:
@@ -250,8 +256,9 @@ def letter_scores_quality_gate(
     ):
         for key in context.partition_keys:
             load_sensitive_digests(store, key)
-            manifest, tables = read_result_tables(store, key)
-            partition_outcomes = data_quality.validate_letter_scores(key, manifest, tables)
+            manifest, partition_outcomes = validate_committed_letter_scores(
+                store, data_quality, key
+            )
             outcomes += partition_outcomes
             location = judge_partition(
                 store,

@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import re
 import warnings
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -46,6 +46,9 @@ class NativeResult:
     unexpected_index_list: tuple[int, ...] = ()
     error: str | None = None
     kind: str = field(default="")
+    #: Rows already sampled (a streamed suite samples each chunk while it holds it); None means
+    #: the caller samples its frame at `unexpected_index_list`.
+    sample_rows: tuple[dict[str, Any], ...] | None = None
 
     @property
     def expectation_type(self) -> str:
@@ -68,48 +71,67 @@ def _series(frame: pd.DataFrame, name: str) -> pd.Series:
     return frame[name]
 
 
-def _map_result(
-    expect: Expect,
-    unexpected: pd.Series,
-    considered: int,
-    total: int,
-    partial: int,
-) -> NativeResult:
-    """A map expectation's verdict from the boolean `unexpected` mask over the considered rows."""
-    count = int(unexpected.sum())
-    mostly = float(expect.kwargs.get("mostly", 1.0))
-    success = True if total == 0 or considered == 0 else (considered - count) / considered >= mostly
-    percent = count / considered * 100 if considered else None
+@dataclass(frozen=True)
+class Tally:
+    """What a map expectation found on a frame (or a chunk of one): enough to merge chunks.
+
+    `considered` is the rows the verdict is over (non-null values for a column map, kept rows for
+    a pair or multicolumn one, every row for the null expectations); `indices` the frame labels
+    of the first unexpected rows.
+    """
+
+    unexpected: int
+    considered: int
+    total: int
+    indices: tuple[int, ...]
+
+    def merge(self, other: Tally, offset: int, partial: int) -> Tally:
+        room = max(partial - len(self.indices), 0)
+        return Tally(
+            self.unexpected + other.unexpected,
+            self.considered + other.considered,
+            self.total + other.total,
+            self.indices + tuple(i + offset for i in other.indices[:room]),
+        )
+
+
+def _tally(unexpected: pd.Series, considered: int, total: int, partial: int) -> Tally:
     indices = tuple(int(i) for i in unexpected.index[unexpected.to_numpy(dtype=bool)][:partial])
-    return NativeResult(expect, success, count, percent, None, indices)
+    return Tally(int(unexpected.sum()), considered, total, indices)
+
+
+def tally_result(expect: Expect, tally: Tally) -> NativeResult:
+    """GX's verdict from a tally: ``(considered - unexpected) / considered >= mostly``."""
+    count, considered = tally.unexpected, tally.considered
+    mostly = float(expect.kwargs.get("mostly", 1.0))
+    success = (
+        True if tally.total == 0 or considered == 0 else (considered - count) / considered >= mostly
+    )
+    percent = count / considered * 100 if considered else None
+    return NativeResult(expect, success, count, percent, None, tally.indices)
 
 
 def _column_map(
     check: Callable[[pd.Series, Mapping[str, Any]], pd.Series],
-) -> Callable[[pd.DataFrame, Expect, int], NativeResult]:
+) -> Callable[[pd.DataFrame, Expect, int], Tally]:
     """Null-ignoring single-column map expectation: `check` answers "expected?" per value."""
 
-    def run(frame: pd.DataFrame, expect: Expect, partial: int) -> NativeResult:
+    def run(frame: pd.DataFrame, expect: Expect, partial: int) -> Tally:
         column = _series(frame, expect.kwargs["column"])
         present = column[column.notna()]
         ok = check(present, expect.kwargs) if len(present) else pd.Series([], dtype=bool)
-        unexpected = ~ok.astype(bool)
-        return _map_result(expect, unexpected, len(present), len(column), partial)
+        return _tally(~ok.astype(bool), len(present), len(column), partial)
 
     return run
 
 
-def _null_map(want_null: bool) -> Callable[[pd.DataFrame, Expect, int], NativeResult]:
-    def run(frame: pd.DataFrame, expect: Expect, partial: int) -> NativeResult:
+def _null_map(want_null: bool) -> Callable[[pd.DataFrame, Expect, int], Tally]:
+    """Null expectations count over every row (GX does not drop nulls for these two)."""
+
+    def run(frame: pd.DataFrame, expect: Expect, partial: int) -> Tally:
         column = _series(frame, expect.kwargs["column"])
         unexpected = column.notna() if want_null else column.isna()
-        count = int(unexpected.sum())
-        total = len(column)
-        mostly = float(expect.kwargs.get("mostly", 1.0))
-        success = True if total == 0 else (total - count) / total >= mostly
-        percent = count / total * 100 if total else None
-        indices = tuple(int(i) for i in unexpected.index[unexpected.to_numpy(dtype=bool)][:partial])
-        return NativeResult(expect, success, count, percent, None, indices)
+        return _tally(unexpected, len(column), len(column), partial)
 
     return run
 
@@ -158,8 +180,8 @@ def _regex(values: pd.Series, kwargs: Mapping[str, Any]) -> pd.Series:
 
 def _pair(
     compare: Callable[[pd.Series, pd.Series, Mapping[str, Any]], pd.Series],
-) -> Callable[[pd.DataFrame, Expect, int], NativeResult]:
-    def run(frame: pd.DataFrame, expect: Expect, partial: int) -> NativeResult:
+) -> Callable[[pd.DataFrame, Expect, int], Tally]:
+    def run(frame: pd.DataFrame, expect: Expect, partial: int) -> Tally:
         a = _series(frame, expect.kwargs["column_A"])
         b = _series(frame, expect.kwargs["column_B"])
         rule = expect.kwargs.get("ignore_row_if", "both_values_are_missing")
@@ -176,7 +198,7 @@ def _pair(
             ok = compare(a, b, expect.kwargs) if len(a) else pd.Series([], dtype=bool)
         except TypeError as exc:
             raise ExpectationError(str(exc)) from exc
-        return _map_result(expect, ~ok.astype(bool), len(a), len(frame), partial)
+        return _tally(~ok.astype(bool), len(a), len(frame), partial)
 
     return run
 
@@ -189,22 +211,22 @@ def _equal(a: pd.Series, b: pd.Series, kwargs: Mapping[str, Any]) -> pd.Series:
     return a == b
 
 
-def _compound_unique(frame: pd.DataFrame, expect: Expect, partial: int) -> NativeResult:
+def _kept_rows(missing: pd.DataFrame, rule: str) -> pd.Series:
+    if rule == "all_values_are_missing":
+        return ~missing.all(axis=1)
+    if rule == "any_value_is_missing":
+        return ~missing.any(axis=1)
+    if rule == "never":
+        return pd.Series(True, index=missing.index)
+    raise ExpectationError(f"unknown ignore_row_if {rule!r}")
+
+
+def _compound_unique(frame: pd.DataFrame, expect: Expect, partial: int) -> Tally:
     names = list(expect.kwargs["column_list"])
     columns = frame[[_series(frame, n).name for n in names]]
-    rule = expect.kwargs.get("ignore_row_if", "all_values_are_missing")
-    missing = columns.isna()
-    if rule == "all_values_are_missing":
-        keep = ~missing.all(axis=1)
-    elif rule == "any_value_is_missing":
-        keep = ~missing.any(axis=1)
-    elif rule == "never":
-        keep = pd.Series(True, index=frame.index)
-    else:
-        raise ExpectationError(f"unknown ignore_row_if {rule!r}")
+    keep = _kept_rows(columns.isna(), expect.kwargs.get("ignore_row_if", "all_values_are_missing"))
     kept = columns[keep]
-    unexpected = kept.duplicated(keep=False)
-    return _map_result(expect, unexpected, len(kept), len(frame), partial)
+    return _tally(kept.duplicated(keep=False), len(kept), len(frame), partial)
 
 
 def _unique_value_count(frame: pd.DataFrame, expect: Expect, partial: int) -> NativeResult:
@@ -219,7 +241,17 @@ def _row_count(frame: pd.DataFrame, expect: Expect, partial: int) -> NativeResul
     return NativeResult(expect, observed == int(expect.kwargs["value"]), observed_value=observed)
 
 
-EVALUATORS: dict[str, Callable[[pd.DataFrame, Expect, int], NativeResult]] = {
+def _judged(
+    run: Callable[[pd.DataFrame, Expect, int], Tally],
+) -> Callable[[pd.DataFrame, Expect, int], NativeResult]:
+    def judge(frame: pd.DataFrame, expect: Expect, partial: int) -> NativeResult:
+        return tally_result(expect, run(frame, expect, partial))
+
+    return judge
+
+
+#: Expectations judged row by row: a frame's verdict is the merge of its chunks' tallies.
+MAP_EVALUATORS: dict[str, Callable[[pd.DataFrame, Expect, int], Tally]] = {
     "ExpectColumnValuesToNotBeNull": _null_map(want_null=False),
     "ExpectColumnValuesToBeNull": _null_map(want_null=True),
     "ExpectColumnValuesToBeBetween": _column_map(_between),
@@ -228,10 +260,20 @@ EVALUATORS: dict[str, Callable[[pd.DataFrame, Expect, int], NativeResult]] = {
     "ExpectColumnValuesToMatchRegex": _column_map(_regex),
     "ExpectColumnPairValuesAToBeGreaterThanB": _pair(_greater),
     "ExpectColumnPairValuesToBeEqual": _pair(_equal),
-    "ExpectCompoundColumnsToBeUnique": _compound_unique,
+}
+#: Expectations over the whole frame at once.
+TABLE_EVALUATORS: dict[str, Callable[[pd.DataFrame, Expect, int], NativeResult]] = {
+    "ExpectCompoundColumnsToBeUnique": _judged(_compound_unique),
     "ExpectColumnUniqueValueCountToBeBetween": _unique_value_count,
     "ExpectTableRowCountToEqual": _row_count,
 }
+
+
+EVALUATORS: dict[str, Callable[[pd.DataFrame, Expect, int], NativeResult]] = {
+    **{kind: _judged(run) for kind, run in MAP_EVALUATORS.items()},
+    **TABLE_EVALUATORS,
+}
+_FAILURES = (ExpectationError, KeyError, ValueError, TypeError)
 
 
 def evaluate(suite: FrameSuite, partial: int) -> list[NativeResult]:
@@ -246,6 +288,162 @@ def evaluate(suite: FrameSuite, partial: int) -> list[NativeResult]:
             continue
         try:
             results.append(evaluator(suite.frame, expect, partial))
-        except (ExpectationError, KeyError, ValueError, TypeError) as exc:
+        except _FAILURES as exc:
             results.append(NativeResult(expect, False, error=str(exc)))
     return results
+
+
+class StreamedSuite:
+    """A suite whose frame arrives in chunks, judged exactly as if it had arrived whole.
+
+    A 100k-phrase day has 400k letter rows; as one pandas frame (and the expected-letter frame
+    derived from it) they were the largest allocation of the whole run. Row-wise expectations
+    merge their chunks' tallies; a unique-value count merges the distinct values; compound
+    uniqueness keeps one integer code per key value and row (codes are global across chunks) and
+    is decided when every chunk has been seen. Report rows are sampled from each chunk while it
+    is held; rows of duplicated compound keys are known only at the end, so they are sampled in a
+    second pass over the chunks, and only when that expectation fails.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        expectations: Sequence[Expect],
+        sample: Callable[[pd.DataFrame, Sequence[int], int], tuple[dict[str, Any], ...]],
+        partial: int,
+    ) -> None:
+        self.name = name
+        self.expectations = tuple(expectations)
+        self.rows = 0
+        self._sample = sample
+        self._partial = partial
+        self._tallies: dict[int, Tally] = {}
+        self._samples: dict[int, list[dict[str, Any]]] = {}
+        self._errors: dict[int, str] = {}
+        self._distinct: dict[int, set[Any]] = {}
+        self._codes: dict[int, list[list[np.ndarray]]] = {}
+        self._code_books: dict[int, list[dict[Any, int]]] = {}
+        self._finished: dict[int, NativeResult] = {}
+        self._resample_offset = 0
+
+    def add(self, frame: pd.DataFrame) -> None:
+        """Judge one chunk (index 0..len-1) of the frame, in order."""
+        offset = self.rows
+        self.rows += len(frame)
+        for position, expect in enumerate(self.expectations):
+            if position in self._errors:
+                continue
+            try:
+                self._add(position, expect, frame, offset)
+            except _FAILURES as exc:
+                self._errors[position] = str(exc)
+
+    def _add(self, position: int, expect: Expect, frame: pd.DataFrame, offset: int) -> None:
+        if expect.kind in MAP_EVALUATORS:
+            tally = MAP_EVALUATORS[expect.kind](frame, expect, self._partial)
+            kept = self._samples.setdefault(position, [])
+            room = self._partial - len(kept)
+            if room > 0 and tally.indices:
+                kept.extend(self._sample(frame, tally.indices[:room], room))
+            previous = self._tallies.get(position, Tally(0, 0, 0, ()))
+            self._tallies[position] = previous.merge(tally, offset, self._partial)
+        elif expect.kind == "ExpectColumnUniqueValueCountToBeBetween":
+            values = _series(frame, expect.kwargs["column"]).dropna().unique()
+            self._distinct.setdefault(position, set()).update(values.tolist())
+        elif expect.kind == "ExpectCompoundColumnsToBeUnique":
+            names = list(expect.kwargs["column_list"])
+            books = self._code_books.setdefault(position, [{} for _ in names])
+            codes = self._codes.setdefault(position, [[] for _ in names])
+            for book, column_codes, name in zip(books, codes, names, strict=True):
+                column_codes.append(_global_codes(_series(frame, name), book))
+        else:
+            raise ExpectationError(f"unsupported expectation {expect.kind}")
+
+    def finish(self) -> bool:
+        """Decide the whole-frame expectations; True when rows must be sampled in a second pass."""
+        needs_samples = False
+        for position, expect in enumerate(self.expectations):
+            if position in self._errors:
+                self._finished[position] = NativeResult(expect, False, error=self._errors[position])
+            elif expect.kind == "ExpectColumnUniqueValueCountToBeBetween":
+                observed = len(self._distinct.get(position, ()))
+                low, high = expect.kwargs.get("min_value"), expect.kwargs.get("max_value")
+                ok = (low is None or observed >= low) and (high is None or observed <= high)
+                self._finished[position] = NativeResult(expect, bool(ok), observed_value=observed)
+            elif expect.kind == "ExpectCompoundColumnsToBeUnique":
+                result = tally_result(expect, self._compound_tally(position, expect))
+                self._finished[position] = result
+                if not result.success and result.unexpected_index_list:
+                    self._samples[position] = []
+                    needs_samples = True
+            else:
+                tally = self._tallies.get(position, Tally(0, 0, 0, ()))
+                self._finished[position] = tally_result(expect, tally)
+        self._codes.clear()
+        self._code_books.clear()
+        return needs_samples
+
+    def _compound_tally(self, position: int, expect: Expect) -> Tally:
+        codes = self._codes.get(position)
+        if not codes:
+            return Tally(0, 0, 0, ())
+        columns = pd.DataFrame({str(i): np.concatenate(chunks) for i, chunks in enumerate(codes)})
+        rule = expect.kwargs.get("ignore_row_if", "all_values_are_missing")
+        keep = _kept_rows(columns == -1, rule)
+        kept = columns[keep]
+        return _tally(kept.duplicated(keep=False), len(kept), len(columns), self._partial)
+
+    def resample(self, frame: pd.DataFrame) -> None:
+        """Second pass, same chunks in the same order: sample rows of duplicated compound keys."""
+        offset = self._resample_offset
+        self._resample_offset += len(frame)
+        for position, kept in self._samples.items():
+            result = self._finished.get(position)
+            if result is None or result.expect.kind != "ExpectCompoundColumnsToBeUnique":
+                continue
+            local = [
+                i - offset
+                for i in result.unexpected_index_list
+                if offset <= i < offset + len(frame)
+            ]
+            room = self._partial - len(kept)
+            if local and room > 0:
+                kept.extend(self._sample(frame, local[:room], room))
+
+    def results(self) -> list[NativeResult]:
+        """Every expectation's result in order, with its sampled rows."""
+        return [
+            replace(
+                self._finished[position],
+                sample_rows=tuple(self._samples.get(position, ())),
+            )
+            for position in range(len(self.expectations))
+        ]
+
+
+def _global_codes(values: pd.Series, book: dict[Any, int]) -> np.ndarray:
+    """Codes of `values` in a book shared by every chunk; -1 for a missing value."""
+    local, uniques = pd.factorize(values, use_na_sentinel=True)
+    if len(uniques) == 0:
+        return np.full(len(values), -1, dtype=np.int64)
+    mapping = np.fromiter(
+        (book.setdefault(u, len(book)) for u in np.asarray(uniques, dtype=object).tolist()),
+        dtype=np.int64,
+        count=len(uniques),
+    )
+    return np.where(local >= 0, mapping[local], -1)
+
+
+def evaluate_streamed(
+    suites: Sequence[StreamedSuite], chunks: Callable[[], Iterator[Sequence[pd.DataFrame]]]
+) -> None:
+    """Feed each chunk (one frame per suite) to its suite; a second pass only if one asks."""
+    for frames in chunks():
+        for suite, frame in zip(suites, frames, strict=True):
+            suite.add(frame)
+    pending = [suite.finish() for suite in suites]
+    if any(pending):
+        for frames in chunks():
+            for suite, frame, wanted in zip(suites, frames, pending, strict=True):
+                if wanted:
+                    suite.resample(frame)

@@ -18,10 +18,12 @@ import functools
 import itertools
 import threading
 from collections import Counter, defaultdict
-from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
 
 import dagster as dg
+import pandas as pd
 import pyarrow as pa
 from pydantic import Field
 
@@ -30,18 +32,37 @@ from asr_assets.checks.suites import (
     ACTIVITIES_CHECKS,
     ACTIVITIES_REJECTED_SHARE_CHECK,
     ACTIVITIES_SCHEMA_CHECK,
+    ERROR_FRAME_COLUMNS,
+    EXPECTED_SAMPLE_COLUMNS,
+    LETTER_SAMPLE_COLUMNS,
     LETTER_SCORES_CHECKS,
     LETTER_SCORES_ERROR_SHARE_CHECK,
     LETTER_SCORES_SCHEMA_CHECK,
     LETTER_SCORES_UNALIGNED_SHARE_CHECK,
+    OUTCOME_SAMPLE_COLUMNS,
+    PHRASE_FRAME_COLUMNS,
+    PHRASE_SAMPLE_COLUMNS,
+    Expect,
     FrameSuite,
+    PhraseLetterCounts,
     Thresholds,
     activities_suites,
+    letter_frames,
+    letter_scores_expectations,
     letter_scores_suites,
+    phrase_frames,
+    phrase_info_frame,
+    result_phrase_frames,
+    result_preflight,
+    sample_rows,
 )
 from asr_assets.core.models import PartitionManifest
 from asr_assets.core.tables import value_counts
 from asr_assets.observability.logging import get_logger
+from asr_assets.resources.object_store import StoredTable
+
+if TYPE_CHECKING:
+    from asr_assets.checks.native import NativeResult
 
 log = get_logger(__name__)
 
@@ -84,6 +105,12 @@ class DataQualityResource(dg.ConfigurableResource):
     )
     sample_rows: int = Field(
         default=5, ge=0, le=50, description="Offending rows shown per failed expectation."
+    )
+    letter_chunk_rows: int = Field(
+        default=16_384,
+        ge=1,
+        description="Letter rows the native engine converts and judges at a time; the gate's "
+        "memory stays flat as the day grows, and the verdicts do not depend on it.",
     )
     drift_trailing_partitions: int = Field(
         default=7, ge=1, description="Committed partitions the drift report compares against."
@@ -140,21 +167,34 @@ class DataQualityResource(dg.ConfigurableResource):
         return self._outcomes(
             ACTIVITIES_CHECKS,
             partition_key,
-            suites,
+            self._run(suites),
             (ACTIVITIES_SCHEMA_CHECK, 1, preflight),
             observations,
         )
 
     def validate_letter_scores(
-        self, partition_key: str, manifest: PartitionManifest, tables: Mapping[str, pa.Table]
+        self,
+        partition_key: str,
+        manifest: PartitionManifest,
+        tables: Mapping[str, pa.Table | StoredTable],
     ) -> list[CheckOutcome]:
-        """One outcome per letter_scores check for one committed result partition."""
-        suites, preflight = letter_scores_suites(manifest, tables, self.thresholds)
-        scored = tables["phrase_results"].num_rows
-        errored = tables["errors"].num_rows
+        """One outcome per letter_scores check for one committed result partition.
+
+        `tables["letter_scores"]` may be a `StoredTable`: the native engine then reads it in
+        chunks of `letter_chunk_rows` and never holds the day's letter rows as one frame.
+        """
         letters = tables["letter_scores"]
-        has_status = "status" in letters.column_names
-        statuses = value_counts(letters.column("status")) if has_status else Counter()
+        preflight = result_preflight({name: _schema_of(table) for name, table in tables.items()})
+        # The phrase suites read a few columns of these; nothing else is decoded.
+        phrase_tables = {
+            "phrase_results": _columns_of(tables["phrase_results"], PHRASE_FRAME_COLUMNS),
+            "errors": _columns_of(tables["errors"], ERROR_FRAME_COLUMNS),
+        }
+        letter_schema = _schema_of(letters)
+        scored = phrase_tables["phrase_results"].num_rows
+        errored = phrase_tables["errors"].num_rows
+        has_status = "status" in letter_schema.names
+        statuses = value_counts(_column_of(letters, "status")) if has_status else Counter()
         # A row without a status still counts as an expected letter, as it always has.
         expected = letters.num_rows - statuses["inserted"] if has_status else 0
         observations = {
@@ -167,12 +207,84 @@ class DataQualityResource(dg.ConfigurableResource):
                 "max_unaligned_share": self.max_unaligned_share,
             },
         }
+        letters_conform = not any(f.frame == "letter_scores" for f in preflight)
+        if self.engine == "native" and letters_conform:
+            reports = self._stream_letter_scores(manifest, letters, phrase_tables)
+        else:
+            # A letter table off its contract is judged whole: chunks of a mistyped column could
+            # convert to different pandas dtypes, and the verdict must not depend on chunking.
+            whole = letters if isinstance(letters, pa.Table) else letters.read()
+            suites, _ = letter_scores_suites(
+                manifest, {**phrase_tables, "letter_scores": whole}, self.thresholds
+            )
+            reports = self._run(suites)
         return self._outcomes(
             LETTER_SCORES_CHECKS,
             partition_key,
-            suites,
+            reports,
             (LETTER_SCORES_SCHEMA_CHECK, len(tables), preflight),
             observations,
+        )
+
+    def _stream_letter_scores(
+        self,
+        manifest: PartitionManifest,
+        letters: pa.Table | StoredTable,
+        phrase_tables: Mapping[str, pa.Table],
+    ) -> list[SuiteReport]:
+        """The native engine over the letter rows chunk by chunk (the same verdicts as whole)."""
+        from asr_assets.checks.native import StreamedSuite, evaluate_streamed
+
+        thresholds = self.thresholds
+        expect = letter_scores_expectations(manifest, thresholds)
+        phrases, errors = result_phrase_frames(phrase_tables)
+        phrase_info = phrase_info_frame(phrases)
+        partial = max(self.sample_rows, 1)
+        letter_suite = StreamedSuite(
+            "letter_scores",
+            expect.letters,
+            functools.partial(_sample, columns=LETTER_SAMPLE_COLUMNS),
+            partial,
+        )
+        expected_suite = StreamedSuite(
+            "letter_scores_expected",
+            expect.expected_letters,
+            functools.partial(_sample, columns=EXPECTED_SAMPLE_COLUMNS),
+            partial,
+        )
+        counts = PhraseLetterCounts()
+        counting = True
+
+        def chunks() -> Iterator[tuple[pd.DataFrame, pd.DataFrame]]:
+            nonlocal counting
+            batches = (
+                letters.to_batches(max_chunksize=self.letter_chunk_rows)
+                if isinstance(letters, pa.Table)
+                else letters.batches(self.letter_chunk_rows)
+            )
+            for batch in batches:
+                frames = letter_frames(batch, phrase_info, thresholds)
+                if counting:
+                    counts.add(frames[1])
+                yield frames
+            counting = False
+
+        evaluate_streamed([letter_suite, expected_suite], chunks)
+        phrases, outcomes = phrase_frames(phrases, errors, counts)
+        reports = [
+            SuiteReport(
+                suite.name,
+                suite.expectations,
+                suite.rows,
+                self._native_result_failures(suite.name, suite.results(), None),
+            )
+            for suite in (letter_suite, expected_suite)
+        ]
+        return reports + self._run(
+            [
+                FrameSuite("phrase_results", phrases, expect.phrases, PHRASE_SAMPLE_COLUMNS),
+                FrameSuite("phrase_outcomes", outcomes, expect.outcomes, OUTCOME_SAMPLE_COLUMNS),
+            ]
         )
 
     # -- GX ----------------------------------------------------------------------------------
@@ -181,11 +293,11 @@ class DataQualityResource(dg.ConfigurableResource):
         self,
         checks: Sequence[str],
         partition_key: str,
-        suites: Sequence[FrameSuite],
+        reports: Sequence[SuiteReport],
         schema: tuple[str, int, Sequence[ExpectationFailure]],
         observations: Mapping[str, Mapping[str, Any]],
     ) -> list[CheckOutcome]:
-        """Run the suites and group every result under the check its expectation belongs to.
+        """Group every suite's results under the check its expectation belongs to.
 
         `schema` is (schema check name, tables compared, failures of the Arrow comparison).
         """
@@ -196,11 +308,11 @@ class DataQualityResource(dg.ConfigurableResource):
         evaluated[schema_check] += compared
         for failure in preflight:
             failures[failure.check].append(failure)
-        for suite, suite_failures in self._run(suites):
-            for expect in suite.expectations:
+        for report in reports:
+            for expect in report.expectations:
                 evaluated[expect.check] += 1
-                rows[expect.check] = max(rows[expect.check], len(suite.frame))
-            for failure in suite_failures:
+                rows[expect.check] = max(rows[expect.check], report.rows)
+            for failure in report.failures:
                 failures[failure.check].append(failure)
         outcomes = [
             CheckOutcome(
@@ -225,45 +337,57 @@ class DataQualityResource(dg.ConfigurableResource):
             )
         return outcomes
 
-    def _run(
-        self, suites: Sequence[FrameSuite]
-    ) -> list[tuple[FrameSuite, list[ExpectationFailure]]]:
+    def _run(self, suites: Sequence[FrameSuite]) -> list[SuiteReport]:
         if self.engine == "native":
-            return [(suite, self._native_failures(suite)) for suite in suites]
+            from asr_assets.checks.native import evaluate
+
+            partial = max(self.sample_rows, 1)
+            return [
+                SuiteReport(
+                    suite.name,
+                    suite.expectations,
+                    len(suite.frame),
+                    self._native_result_failures(suite.name, evaluate(suite, partial), suite),
+                )
+                for suite in suites
+            ]
         return self._run_gx(suites)
 
-    def _native_failures(self, suite: FrameSuite) -> list[ExpectationFailure]:
-        from asr_assets.checks.native import evaluate
-
+    def _native_result_failures(
+        self, name: str, results: Sequence[NativeResult], suite: FrameSuite | None
+    ) -> list[ExpectationFailure]:
+        """Failures of native results; rows come from `suite`, or were sampled while streaming."""
         return [
             ExpectationFailure(
                 check=result.expect.check,
-                frame=suite.name,
+                frame=name,
                 expectation=result.expectation_type,
                 columns=result.expect.columns,
                 unexpected_count=result.unexpected_count,
                 unexpected_percent=result.unexpected_percent,
                 observed_value=_observed(result.observed_value),
                 bounds=result.expect.bounds,
-                sample_rows=suite.sample(list(result.unexpected_index_list), self.sample_rows),
+                sample_rows=(
+                    suite.sample(list(result.unexpected_index_list), self.sample_rows)
+                    if suite is not None
+                    else tuple(result.sample_rows or ())[: self.sample_rows]
+                ),
                 error=result.error[:300] if result.error else None,
             )
-            for result in evaluate(suite, max(self.sample_rows, 1))
+            for result in results
             if not result.success
         ]
 
-    def _run_gx(
-        self, suites: Sequence[FrameSuite]
-    ) -> list[tuple[FrameSuite, list[ExpectationFailure]]]:
+    def _run_gx(self, suites: Sequence[FrameSuite]) -> list[SuiteReport]:
         import great_expectations as gx
         import great_expectations.expectations as gxe
 
-        results: list[tuple[FrameSuite, list[ExpectationFailure]]] = []
+        results: list[SuiteReport] = []
         with _GX_LOCK:
             context = _gx_context()
             for suite in suites:
                 if not suite.expectations:
-                    results.append((suite, []))
+                    results.append(SuiteReport(suite.name, (), len(suite.frame), []))
                     continue
                 # Names are unique per validation so the per-process context can be reused.
                 name = f"{suite.name}-{next(_GX_NAMES)}"
@@ -289,7 +413,14 @@ class DataQualityResource(dg.ConfigurableResource):
                         "partial_unexpected_count": max(self.sample_rows, 1),
                     },
                 )
-                results.append((suite, self._failures(suite, validation.results)))
+                results.append(
+                    SuiteReport(
+                        suite.name,
+                        suite.expectations,
+                        len(suite.frame),
+                        self._failures(suite, validation.results),
+                    )
+                )
                 context.suites.delete(name)
                 context.data_sources.get("asr_quality").delete_asset(name)
         return results
@@ -357,3 +488,33 @@ def _observed(value: Any) -> Any:
     if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
         return list(value)[:50]
     return str(type(value).__name__)
+
+
+@dataclass(frozen=True)
+class SuiteReport:
+    """What one suite's evaluation contributes to the outcomes: its specs, rows and failures."""
+
+    name: str
+    expectations: tuple[Expect, ...]
+    rows: int
+    failures: list[ExpectationFailure]
+
+
+def _sample(
+    frame: pd.DataFrame, indices: Sequence[int], limit: int, *, columns: Sequence[str]
+) -> tuple[dict[str, Any], ...]:
+    return sample_rows(frame, columns, indices, limit)
+
+
+def _schema_of(table: pa.Table | StoredTable) -> pa.Schema:
+    return table.schema if isinstance(table, pa.Table) else table.file_schema
+
+
+def _columns_of(table: pa.Table | StoredTable, names: Sequence[str]) -> pa.Table:
+    """The named columns the table has (a missing one is the schema check's to report)."""
+    present = [name for name in names if name in _schema_of(table).names]
+    return table.select(present) if isinstance(table, pa.Table) else table.read(present)
+
+
+def _column_of(table: pa.Table | StoredTable, name: str) -> pa.ChunkedArray:
+    return table.column(name) if isinstance(table, pa.Table) else table.read([name]).column(name)

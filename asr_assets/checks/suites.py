@@ -91,15 +91,16 @@ class FrameSuite:
     sample_columns: tuple[str, ...]
 
     def sample(self, indices: Sequence[int], limit: int) -> tuple[dict[str, Any], ...]:
-        columns = [
-            c
-            for c in self.sample_columns
-            if c in self.frame.columns and c not in _FORBIDDEN_COLUMNS
-        ]
-        rows = self.frame.iloc[list(indices)[:limit]][columns]
-        return tuple(
-            {k: _jsonable(v) for k, v in record.items()} for record in rows.to_dict("records")
-        )
+        return sample_rows(self.frame, self.sample_columns, indices, limit)
+
+
+def sample_rows(
+    frame: pd.DataFrame, columns: Sequence[str], indices: Sequence[int], limit: int
+) -> tuple[dict[str, Any], ...]:
+    """Report rows at positions `indices` (at most `limit`), allow-listed columns only."""
+    shown = [c for c in columns if c in frame.columns and c not in _FORBIDDEN_COLUMNS]
+    rows = frame.iloc[list(indices)[:limit]][shown]
+    return tuple({k: _jsonable(v) for k, v in record.items()} for record in rows.to_dict("records"))
 
 
 @dataclass(frozen=True)
@@ -338,27 +339,49 @@ EXPECTED_FRAME_COLUMNS = (
 )
 
 
-def letter_scores_suites(
-    manifest: PartitionManifest, tables: Mapping[str, pa.Table], thresholds: Thresholds
-) -> tuple[list[FrameSuite], list[ExpectationFailure]]:
-    """Suites over a committed result partition (the three tables its `_SUCCESS` names)."""
-    preflight: list[ExpectationFailure] = []
-    for name, schema in RESULT_SCHEMAS.items():
-        preflight += schema_failures(LETTER_SCORES_SCHEMA_CHECK, name, tables[name].schema, schema)
-    phrase_key = ["activity_id", "phrase_index"]
-    # Only the columns some expectation, derivation or report reads: a 100k-phrase day has
-    # 400k letter rows, and every column converted (and copied by each derived frame below)
-    # cost tens of megabytes at the gate.
-    letter_table = tables["letter_scores"]
-    letters = _with_columns(
-        letter_table.select(
-            [c for c in LETTER_FRAME_COLUMNS if c in letter_table.column_names]
-        ).to_pandas(),
-        phrase_key,
-    )
-    phrases = _with_columns(tables["phrase_results"].to_pandas(), phrase_key)
-    errors = _with_columns(tables["errors"].to_pandas(), phrase_key)
-    phrase_info = pd.DataFrame(
+PHRASE_KEY = ("activity_id", "phrase_index")
+LETTER_SAMPLE_COLUMNS = (
+    "activity_id",
+    "phrase_index",
+    "letter_index",
+    "expected",
+    "recognized",
+    "status",
+    "confidence",
+    "start_s",
+    "end_s",
+    "phrase_duration_s",
+    "phrase_known",
+    "model_sha256",
+)
+EXPECTED_SAMPLE_COLUMNS = (*LETTER_SAMPLE_COLUMNS, "n_expected", "expected_from_text")
+PHRASE_SAMPLE_COLUMNS = (
+    "activity_id",
+    "phrase_index",
+    "expected_text",
+    "n_expected",
+    "n_letter_rows",
+    "n_text_letters",
+    "accuracy",
+    "duration_s",
+    "model_sha256",
+)
+OUTCOME_SAMPLE_COLUMNS = ("activity_id", "phrase_index", "outcome", "reason_code")
+
+
+@dataclass(frozen=True)
+class LetterScoresExpectations:
+    """What is expected of each of the four letter_scores frames."""
+
+    letters: tuple[Expect, ...]
+    expected_letters: tuple[Expect, ...]
+    phrases: tuple[Expect, ...]
+    outcomes: tuple[Expect, ...]
+
+
+def phrase_info_frame(phrases: pd.DataFrame) -> pd.DataFrame:
+    """What each letter row is joined to: its phrase's duration, length and text."""
+    return pd.DataFrame(
         {
             "activity_id": phrases["activity_id"],
             "phrase_index": phrases["phrase_index"],
@@ -367,7 +390,27 @@ def letter_scores_suites(
             "expected_text": _column(phrases, "expected_text"),
             "phrase_known": True,
         }
-    ).drop_duplicates(subset=phrase_key)
+    ).drop_duplicates(subset=list(PHRASE_KEY))
+
+
+def letter_frames(
+    letter_table: pa.Table | pa.RecordBatch, phrase_info: pd.DataFrame, thresholds: Thresholds
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The letter frame and the expected-letter frame (no insertions) of some letter rows.
+
+    Every derived column is row-local given `phrase_info`, so the frames of consecutive chunks
+    of the letter table, concatenated, equal the frames of the whole table.
+    """
+    phrase_key = list(PHRASE_KEY)
+    # Only the columns some expectation, derivation or report reads: a 100k-phrase day has
+    # 400k letter rows, and every column converted (and copied by each derived frame below)
+    # cost tens of megabytes at the gate.
+    letters = _with_columns(
+        letter_table.select(
+            [c for c in LETTER_FRAME_COLUMNS if c in letter_table.schema.names]
+        ).to_pandas(),
+        phrase_key,
+    )
     joined = letters[phrase_key].merge(phrase_info, on=phrase_key, how="left")
     letters = letters.assign(
         phrase_duration_s=joined["phrase_duration_s"].to_numpy(),
@@ -397,22 +440,51 @@ def letter_scores_suites(
             )
         ]
     )
-    if len(expected_rows) and len(phrases):
-        counts = expected_rows.groupby(phrase_key).size().rename("n_letter_rows").reset_index()
-        phrases = phrases.merge(counts, on=phrase_key, how="left")
+    return letters, expected_rows
+
+
+@dataclass
+class PhraseLetterCounts:
+    """Per phrase, what the expected-letter rows say: how many, and whether any is unaligned.
+
+    Accumulated chunk by chunk; a phrase split across two chunks adds up.
+    """
+
+    counts: list[pd.Series] = field(default_factory=list)
+    unaligned: set[tuple[Any, Any]] = field(default_factory=set)
+    rows: int = 0
+
+    def add(self, expected_rows: pd.DataFrame) -> None:
+        self.rows += len(expected_rows)
+        if not len(expected_rows):
+            return
+        self.counts.append(expected_rows.groupby(list(PHRASE_KEY)).size())
+        status = _column(expected_rows, "status")
+        is_unaligned = status == LetterStatus.UNALIGNED.value
+        self.unaligned.update(
+            zip(
+                _column(expected_rows, "activity_id")[is_unaligned],
+                _column(expected_rows, "phrase_index")[is_unaligned],
+                strict=True,
+            )
+        )
+
+    def letter_rows(self) -> pd.DataFrame:
+        merged = self.counts[0] if len(self.counts) == 1 else pd.concat(self.counts)
+        merged = merged.groupby(level=[0, 1]).sum() if len(self.counts) > 1 else merged
+        return merged.rename("n_letter_rows").reset_index()
+
+
+def phrase_frames(
+    phrases: pd.DataFrame, errors: pd.DataFrame, letters: PhraseLetterCounts
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The phrase frame (with its letter-row counts) and the per-phrase outcome frame."""
+    phrase_key = list(PHRASE_KEY)
+    if letters.rows and len(phrases):
+        phrases = phrases.merge(letters.letter_rows(), on=phrase_key, how="left")
     else:
         phrases = phrases.assign(n_letter_rows=0)
-    unaligned_keys = set(
-        zip(
-            _column(expected_rows, "activity_id")[
-                _column(expected_rows, "status") == LetterStatus.UNALIGNED.value
-            ],
-            _column(expected_rows, "phrase_index")[
-                _column(expected_rows, "status") == LetterStatus.UNALIGNED.value
-            ],
-            strict=True,
-        )
-    )
+    unaligned_keys = letters.unaligned
     phrases = phrases.assign(
         phrase_unaligned=[
             (a, i) in unaligned_keys
@@ -452,7 +524,12 @@ def letter_scores_suites(
             outcomes["reason_code"] != ReasonCode.DUPLICATE_PHRASE.value, None
         )
     )
+    return phrases, outcomes
 
+
+def letter_scores_expectations(
+    manifest: PartitionManifest, thresholds: Thresholds
+) -> LetterScoresExpectations:
     values = LETTER_SCORES_VALUES_CHECK
     complete = LETTER_SCORES_COMPLETENESS_CHECK
     model = LETTER_SCORES_MODEL_CHECK
@@ -602,50 +679,83 @@ def letter_scores_suites(
             },
         ),
     )
-    letter_columns = (
-        "activity_id",
-        "phrase_index",
-        "letter_index",
-        "expected",
-        "recognized",
-        "status",
-        "confidence",
-        "start_s",
-        "end_s",
-        "phrase_duration_s",
-        "phrase_known",
-        "model_sha256",
+    return LetterScoresExpectations(
+        letter_expectations, expected_letter_expectations, phrase_expectations, outcome_expectations
     )
+
+
+def result_preflight(schemas: Mapping[str, pa.Schema]) -> list[ExpectationFailure]:
+    """Schema failures of the three result tables, from their stored Arrow schemas."""
+    preflight: list[ExpectationFailure] = []
+    for name, schema in RESULT_SCHEMAS.items():
+        preflight += schema_failures(LETTER_SCORES_SCHEMA_CHECK, name, schemas[name], schema)
+    return preflight
+
+
+#: The phrase_results columns the phrase suites read (expectations, derivations, report rows).
+PHRASE_FRAME_COLUMNS = (
+    "activity_id",
+    "phrase_index",
+    "expected_text",
+    "n_expected",
+    "accuracy",
+    "duration_s",
+    "model_sha256",
+)
+ERROR_FRAME_COLUMNS = ("activity_id", "phrase_index", "reason_code")
+
+
+def result_phrase_frames(
+    tables: Mapping[str, pa.Table],
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The phrase_results and errors tables as frames with a fresh index and their key columns.
+
+    Only the columns the suites read are converted: a 100k-phrase day's transcripts, dates and
+    engine names would cost tens of megabytes of Python objects no expectation looks at.
+    """
+    phrase_key = list(PHRASE_KEY)
+    phrases, errors = tables["phrase_results"], tables["errors"]
+    return (
+        _with_columns(
+            phrases.select(
+                [c for c in PHRASE_FRAME_COLUMNS if c in phrases.column_names]
+            ).to_pandas(),
+            phrase_key,
+        ),
+        _with_columns(
+            errors.select([c for c in ERROR_FRAME_COLUMNS if c in errors.column_names]).to_pandas(),
+            phrase_key,
+        ),
+    )
+
+
+def letter_scores_suites(
+    manifest: PartitionManifest, tables: Mapping[str, pa.Table], thresholds: Thresholds
+) -> tuple[list[FrameSuite], list[ExpectationFailure]]:
+    """Suites over a committed result partition (the three tables its `_SUCCESS` names), whole.
+
+    The great-expectations engine validates these frames; the native engine streams the letter
+    rows instead (`DataQualityResource.validate_letter_scores`) and must reach the same verdicts.
+    """
+    preflight = result_preflight({name: table.schema for name, table in tables.items()})
+    phrases, errors = result_phrase_frames(tables)
+    letters, expected_rows = letter_frames(
+        tables["letter_scores"], phrase_info_frame(phrases), thresholds
+    )
+    counts = PhraseLetterCounts()
+    counts.add(expected_rows)
+    phrases, outcomes = phrase_frames(phrases, errors, counts)
+    expect = letter_scores_expectations(manifest, thresholds)
     suites = [
-        FrameSuite("letter_scores", letters, letter_expectations, letter_columns),
+        FrameSuite("letter_scores", letters, expect.letters, LETTER_SAMPLE_COLUMNS),
         FrameSuite(
             "letter_scores_expected",
             expected_rows,
-            expected_letter_expectations,
-            (*letter_columns, "n_expected", "expected_from_text"),
+            expect.expected_letters,
+            EXPECTED_SAMPLE_COLUMNS,
         ),
-        FrameSuite(
-            "phrase_results",
-            phrases,
-            phrase_expectations,
-            (
-                "activity_id",
-                "phrase_index",
-                "expected_text",
-                "n_expected",
-                "n_letter_rows",
-                "n_text_letters",
-                "accuracy",
-                "duration_s",
-                "model_sha256",
-            ),
-        ),
-        FrameSuite(
-            "phrase_outcomes",
-            outcomes,
-            outcome_expectations,
-            ("activity_id", "phrase_index", "outcome", "reason_code"),
-        ),
+        FrameSuite("phrase_results", phrases, expect.phrases, PHRASE_SAMPLE_COLUMNS),
+        FrameSuite("phrase_outcomes", outcomes, expect.outcomes, OUTCOME_SAMPLE_COLUMNS),
     ]
     return suites, preflight
 

@@ -15,7 +15,7 @@ import os
 import shutil
 import tempfile
 from abc import abstractmethod
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -123,6 +123,24 @@ class StoredTable:
     @property
     def num_rows(self) -> int:
         return int(self.file.metadata.num_rows)
+
+    @property
+    def file_schema(self) -> pa.Schema:
+        """The schema as stored (before any cast to `schema`)."""
+        return self.file.schema_arrow
+
+    def read(self, columns: Sequence[str] | None = None, *, batch_rows: int = 16_384) -> pa.Table:
+        """The stored table, or some of its columns, whole (no cast).
+
+        Read batch by batch on one thread: a threaded whole-file read of a 100k-phrase table
+        raised RSS twice as much as the table it returned, in decode buffers the pool kept.
+        """
+        names = list(columns) if columns is not None else self.file_schema.names
+        schema = pa.schema([self.file_schema.field(name) for name in names])
+        return pa.Table.from_batches(
+            self.file.iter_batches(batch_size=batch_rows, columns=names, use_threads=False),
+            schema=schema,
+        )
 
     def batches(self, batch_rows: int = 4096) -> Iterator[pa.RecordBatch]:
         columns = None if self.schema is None else self.schema.names

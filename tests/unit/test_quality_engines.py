@@ -231,8 +231,8 @@ UNEVALUABLE = {"between mixed types", "missing column", "missing pair column"}
 
 
 def _gx_results(suite: FrameSuite) -> list[dict[str, Any]]:
-    (pair,) = GX._run_gx([suite])
-    return [_failure_row(f) for f in pair[1]]
+    (report,) = GX._run_gx([suite])
+    return [_failure_row(f) for f in report.failures]
 
 
 def _failure_row(failure: Any) -> dict[str, Any]:
@@ -248,7 +248,8 @@ def _failure_row(failure: Any) -> dict[str, Any]:
 def test_each_kind_matches_gx_on_edge_cases(name: str) -> None:
     _, frame, expect = next(c for c in CASES if c[0] == name)
     suite = FrameSuite(name.replace(" ", "_"), frame, (expect,), tuple(frame.columns))
-    native = [_failure_row(f) for f in NATIVE._native_failures(suite)]
+    (report,) = NATIVE._run([suite])
+    native = [_failure_row(f) for f in report.failures]
     reference = _gx_results(suite)
     if name in UNEVALUABLE:
         # GX reports an expectation it could not evaluate (a TypeError, a missing column) as a

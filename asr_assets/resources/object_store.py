@@ -582,7 +582,10 @@ class LocalObjectStore(ObjectStore):
         page = found[:max_keys]
         objects = []
         for key, entry in page:
-            stat = entry.stat()
+            try:
+                stat = entry.stat()
+            except FileNotFoundError:
+                continue  # deleted by another writer since the scan: no longer a key
             objects.append(
                 ObjectInfo(key, stat.st_size, datetime.fromtimestamp(stat.st_mtime, tz=UTC))
             )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 from pathlib import Path
 
@@ -87,3 +88,29 @@ def test_random_trees_page_like_a_full_sort(tmp_path: Path) -> None:
     for prefix in ["", "a", "a/", "-", "b/z"]:
         listed = [o.key for o in store.iter_objects(prefix)]
         assert listed == reference(sorted(keys), prefix, None)
+
+
+def test_an_object_deleted_while_listing_is_left_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process may delete a key between the directory scan and its stat.
+
+    Seen under load: two runs racing to commit one partition, one sweeping stale copies while
+    the other removed its staging files; the listing raised FileNotFoundError and the sweeping
+    run crashed instead of finishing its commit.
+    """
+    store = LocalObjectStore(root=str(tmp_path), min_free_bytes=0)
+    for key in ("p/a", "p/b", "p/c"):
+        store.write_bytes(key, b"x")
+    real_scandir = os.scandir
+
+    def scandir_then_delete(path: str | os.PathLike[str]) -> list[os.DirEntry[str]]:
+        entries = list(real_scandir(path))
+        victim = Path(path) / "b"
+        if victim.is_file():
+            victim.unlink()  # gone after the scan, before the stat
+        return entries
+
+    monkeypatch.setattr("asr_assets.resources.object_store.os.scandir", scandir_then_delete)
+    page = store.list_page("p/")
+    assert [info.key for info in page.objects] == ["p/a", "p/c"]

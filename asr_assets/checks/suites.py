@@ -100,7 +100,24 @@ def sample_rows(
     """Report rows at positions `indices` (at most `limit`), allow-listed columns only."""
     shown = [c for c in columns if c in frame.columns and c not in _FORBIDDEN_COLUMNS]
     rows = frame.iloc[list(indices)[:limit]][shown]
-    return tuple({k: _jsonable(v) for k, v in record.items()} for record in rows.to_dict("records"))
+    return tuple(
+        {k: _counted(k, _jsonable(v)) for k, v in record.items()}
+        for record in rows.to_dict("records")
+    )
+
+
+#: Columns that hold counts and positions. pandas turns an integer column with a null into
+#: floats, so whether a sampled row said 4 or 4.0 depended on what else the frame (or the chunk
+#: of it being judged) held; a report shows them as the integers they are.
+_INTEGER_COLUMNS = frozenset(
+    {"phrase_index", "letter_index", "n_expected", "n_letter_rows", "n_text_letters"}
+)
+
+
+def _counted(column: str, value: Any) -> Any:
+    if column in _INTEGER_COLUMNS and isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ expectations failed, their counts and shares, observed values and the sampled ro
 
 from __future__ import annotations
 
+import json
 from datetime import date
 from typing import Any
 
@@ -237,6 +238,8 @@ def _gx_results(suite: FrameSuite) -> list[dict[str, Any]]:
 
 def _failure_row(failure: Any) -> dict[str, Any]:
     row = failure.as_json()
+    # As JSON, so that 4 and 4.0 in a sampled row differ, as they would in the report.
+    row["sample_rows"] = json.dumps([dict(r) for r in failure.sample_rows])
     # Exception texts are each engine's own words; that one was raised is compared.
     row["error"] = bool(row.get("error"))
     if isinstance(row.get("unexpected_percent"), float):

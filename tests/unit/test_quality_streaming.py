@@ -4,7 +4,8 @@ A 100k-phrase day has 400k letter rows; the gate used to hold them (and the expe
 frame derived from them) as whole pandas frames, the largest allocation of the run. Now each
 chunk is judged and dropped. These tests hold every chunking, down to one row per chunk, to
 great-expectations on the whole frames: which expectations failed, their counts and shares,
-observed values and sampled rows, including duplicates that lie in different chunks.
+observed values and sampled rows (as JSON, so 4 and 4.0 differ), including duplicates that lie
+in different chunks.
 """
 
 from __future__ import annotations
@@ -57,7 +58,33 @@ def _several_defects(tables: dict[str, pa.Table]) -> None:
     tables["letter_scores"] = replace_rows(tables["letter_scores"], edit)
 
 
-LARGE_DEFECTS = {"none": None, "far duplicates": _far_duplicates, "several": _several_defects}
+def _orphan_and_wrong_letter(tables: dict[str, pa.Table]) -> None:
+    """A letter of no phrase makes the joined phrase columns float in its chunk only."""
+
+    def edit(rows: list[dict[str, Any]]) -> None:
+        rows[0].update(activity_id="zzz")
+        rows[10].update(expected="q")
+
+    tables["letter_scores"] = replace_rows(tables["letter_scores"], edit)
+
+
+def _null_phrase_index(tables: dict[str, pa.Table]) -> None:
+    """A null key makes the key column float in its chunk only."""
+
+    def edit(rows: list[dict[str, Any]]) -> None:
+        rows[0].update(phrase_index=None)
+
+    tables["letter_scores"] = replace_rows(tables["letter_scores"], edit)
+    tables["phrase_results"] = replace_rows(tables["phrase_results"], edit)
+
+
+LARGE_DEFECTS = {
+    "none": None,
+    "far duplicates": _far_duplicates,
+    "several": _several_defects,
+    "orphan and wrong letter": _orphan_and_wrong_letter,
+    "null phrase index": _null_phrase_index,
+}
 
 
 @pytest.mark.parametrize("defect", [None, *sorted(DEFECTS)])

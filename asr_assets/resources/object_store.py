@@ -585,7 +585,9 @@ class LocalObjectStore(ObjectStore):
             try:
                 stat = entry.stat()
             except FileNotFoundError:
-                continue  # deleted by another writer since the scan: no longer a key
+                # Deleted by another writer since the scan: no longer a key, so not listed.
+                log.debug("listed_key_vanished", status="skipped")
+                continue
             objects.append(
                 ObjectInfo(key, stat.st_size, datetime.fromtimestamp(stat.st_mtime, tz=UTC))
             )

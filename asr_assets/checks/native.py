@@ -230,7 +230,11 @@ def _compound_unique(frame: pd.DataFrame, expect: Expect, partial: int) -> Tally
 
 
 def _unique_value_count(frame: pd.DataFrame, expect: Expect, partial: int) -> NativeResult:
-    observed = int(_series(frame, expect.kwargs["column"]).nunique(dropna=True))
+    return _count_result(expect, int(_series(frame, expect.kwargs["column"]).nunique(dropna=True)))
+
+
+def _count_result(expect: Expect, observed: int) -> NativeResult:
+    """A unique-value count judged against the expectation's bounds (either may be None)."""
     low, high = expect.kwargs.get("min_value"), expect.kwargs.get("max_value")
     ok = (low is None or observed >= low) and (high is None or observed <= high)
     return NativeResult(expect, bool(ok), observed_value=observed)
@@ -367,9 +371,7 @@ class StreamedSuite:
                 self._finished[position] = NativeResult(expect, False, error=self._errors[position])
             elif expect.kind == "ExpectColumnUniqueValueCountToBeBetween":
                 observed = len(self._distinct.get(position, ()))
-                low, high = expect.kwargs.get("min_value"), expect.kwargs.get("max_value")
-                ok = (low is None or observed >= low) and (high is None or observed <= high)
-                self._finished[position] = NativeResult(expect, bool(ok), observed_value=observed)
+                self._finished[position] = _count_result(expect, observed)
             elif expect.kind == "ExpectCompoundColumnsToBeUnique":
                 result = tally_result(expect, self._compound_tally(position, expect))
                 self._finished[position] = result

@@ -517,4 +517,4 @@ def _columns_of(table: pa.Table | StoredTable, names: Sequence[str]) -> pa.Table
 
 
 def _column_of(table: pa.Table | StoredTable, name: str) -> pa.ChunkedArray:
-    return table.column(name) if isinstance(table, pa.Table) else table.read([name]).column(name)
+    return _columns_of(table, [name]).column(name)

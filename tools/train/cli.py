@@ -53,6 +53,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="train also on the robotic/whispered espeak-ng variants",
     )
     d.add_argument(
+        "--random-timbres",
+        type=int,
+        default=0,
+        help="also train on this many random espeak-ng variants (tools/synthesize/timbre.py)",
+    )
+    d.add_argument(
         "--store",
         choices=("audio", "features"),
         default="audio",
@@ -140,7 +146,11 @@ def main(argv: list[str] | None = None) -> int:
         from tools.train.augment import ORDER
 
         families = ORDER if args.augment == "all" else tuple(filter(None, args.augment.split(",")))
-        extra = {"augment": families, "extra_variants": args.extra_variants}
+        extra = {
+            "augment": families,
+            "extra_variants": args.extra_variants,
+            "random_timbres": args.random_timbres,
+        }
         sets = {
             "train-short": SetSpec(
                 args.short, (1, 3), "train", args.seed, store=args.store, **extra

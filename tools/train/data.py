@@ -25,6 +25,7 @@ import torch
 
 from tools.synthesize.plan import ErrorRates, LetterDeck, ProsodyRanges, draw_phrase
 from tools.synthesize.render import RenderError, render
+from tools.synthesize.timbre import build_overlay, random_timbre_voices, use_overlay
 from tools.synthesize.voices import VoiceSplit, training_voices, voices
 from tools.train.augment import AugmentConfig, augment
 from tools.train.vocab import BLANK, FRAME_CENTRE_OFFSET_S, FRAME_S, VOCAB, ctc_target
@@ -64,6 +65,9 @@ class SetSpec:
     #: Apply every family in ``augment`` to every phrase (the robustness sets), not at its
     #: training probability.
     augment_always: bool = False
+    #: Random espeak-ng variants (``tools/synthesize/timbre.py``) added to the training voices;
+    #: 0: none. Their overlay data directory is written beside the set.
+    random_timbres: int = 0
 
 
 def _generate_chunk(args: tuple[Path, SetSpec, int]) -> int:
@@ -74,6 +78,9 @@ def _generate_chunk(args: tuple[Path, SetSpec, int]) -> int:
         pool = training_voices(extra_variants=True)
     else:
         pool = voices(spec.split)
+    if spec.random_timbres and spec.split == "train":
+        use_overlay(out_dir / "espeak-overlay")
+        pool = pool + random_timbre_voices(spec.random_timbres)
     # A separate stream, so the plans (and the un-augmented audio) do not depend on `augment`.
     aug_rng = np.random.default_rng([spec.seed, chunk, 0xA06])
     aug_config = None
@@ -163,10 +170,13 @@ def generate_set(out_dir: Path, spec: SetSpec, workers: int = 2) -> None:
                 "augment": list(spec.augment),
                 "extra_variants": spec.extra_variants,
                 "augment_always": spec.augment_always,
+                "random_timbres": spec.random_timbres,
             },
             indent=2,
         )
     )
+    if spec.random_timbres and spec.split == "train":
+        build_overlay(out_dir / "espeak-overlay", spec.random_timbres, seed=spec.seed)
     n_chunks = -(-spec.n_phrases // spec.chunk_size)
     todo = [
         (out_dir, spec, c)

@@ -283,6 +283,8 @@ def throughput(args: argparse.Namespace) -> dict[str, Any]:
                     pass
         samples: dict[str, list[Any]] = {}
         for round_index in range(args.rounds):
+            if args.naive and "torch" not in backends:
+                samples.setdefault("naive_torch", []).append(naive_loop(model_dir, day))
             for backend in backends:
                 samples.setdefault(f"forward_{backend}", []).append(
                     forward_only(model_dir, backend, clips)
@@ -391,6 +393,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--backends", default="torch,onnx,int8")
     parser.add_argument("--min-seconds", type=float, default=1.5)
     parser.add_argument("--max-seconds", type=float, default=5.0)
+    parser.add_argument(
+        "--naive",
+        action="store_true",
+        help="run the naive loop even when torch is not among the backends",
+    )
     parser.add_argument("--memory", action="store_true", help="peak RSS as the day grows")
     parser.add_argument("--sizes", default="1000,10000")
     parser.add_argument(

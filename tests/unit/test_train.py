@@ -719,3 +719,62 @@ def test_export_refuses_a_model_with_another_vocabulary(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="vocabulary"):
         export(source, out, card)
     assert (out / "keep.txt").read_text() == "previous export"
+
+
+# --- interpolation (WiSE-FT) --------------------------------------------------------------
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    from transformers import AutoModelForCTC
+
+    return AutoModelForCTC.from_pretrained(str(path)).state_dict()
+
+
+def test_interpolate_mixes_weights_after_taking_the_exports_blank_bias_out(
+    exported: Path, trained_dir: Path, tmp_path: Path
+) -> None:
+    """The exported base carries BLANK_BIAS; interpolation must average the unbiased weights,
+    so alpha 0 gives back the trained weights exactly, not the exported (biased) ones."""
+    torch.manual_seed(2)
+    tuned = build_model("w2v2", "tiny")
+    tuned.save_pretrained(str(tmp_path / "tuned"))
+    for alpha in (0.0, 0.25, 1.0):
+        with contextlib.redirect_stdout(io.StringIO()):
+            main(
+                [
+                    "interpolate",
+                    "--base",
+                    str(exported),
+                    "--base-blank-bias",
+                    str(BLANK_BIAS),
+                    "--tuned",
+                    str(tmp_path / "tuned"),
+                    "--alpha",
+                    str(alpha),
+                    "--out",
+                    str(tmp_path / f"mix-{alpha}"),
+                ]
+            )
+    base, tuned_w = _weights(trained_dir), _weights(tmp_path / "tuned")
+    at_zero, quarter, at_one = (_weights(tmp_path / f"mix-{a}") for a in (0.0, 0.25, 1.0))
+    for key, value in base.items():
+        if not value.is_floating_point():
+            continue
+        torch.testing.assert_close(at_zero[key], value)
+        torch.testing.assert_close(at_one[key], tuned_w[key])
+        torch.testing.assert_close(quarter[key], 0.75 * value + 0.25 * tuned_w[key])
+    # The biased export averaged as is would differ exactly in the blank/separator biases.
+    assert not torch.equal(_weights(exported)["lm_head.bias"], base["lm_head.bias"])
+
+
+def test_interpolate_refuses_other_sizes_and_alphas_outside_zero_one(
+    trained_dir: Path, tmp_path: Path
+) -> None:
+    from tools.train.export import interpolate
+
+    build_model("w2v2", "small").save_pretrained(str(tmp_path / "small"))
+    with pytest.raises(ValueError, match="same architecture"):
+        interpolate(trained_dir, tmp_path / "small", 0.5, tmp_path / "out")
+    with pytest.raises(ValueError, match="alpha"):
+        interpolate(trained_dir, trained_dir, 1.5, tmp_path / "out")
+    assert not (tmp_path / "out").exists()

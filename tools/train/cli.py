@@ -120,6 +120,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--fit-calibration, training-voice store); shipped in the model directory",
     )
 
+    w = sub.add_parser(
+        "interpolate",
+        help="average fine-tuned weights with the ones they started from (WiSE-FT)",
+    )
+    w.add_argument("--base", type=Path, required=True, help="the --init-from of the fine-tune")
+    w.add_argument("--base-blank-bias", type=float, default=0.0, help="baked into --base")
+    w.add_argument("--tuned", type=Path, required=True, help="a save_pretrained directory")
+    w.add_argument("--alpha", type=float, required=True, help="weight of --tuned, 0-1")
+    w.add_argument("--out", type=Path, required=True)
+
     c = sub.add_parser("calibrate", help="tune the blank bias on training-voice phrases")
     c.add_argument("--model", type=Path, required=True)
     c.add_argument("--data", type=Path, default=Path(".train/data-audio"))
@@ -259,6 +269,11 @@ def main(argv: list[str] | None = None) -> int:
         )
         if args.json:
             args.json.write_text(json.dumps(table, indent=2) + "\n")
+        return 0
+    if args.command == "interpolate":
+        from tools.train.export import interpolate
+
+        interpolate(args.base, args.tuned, args.alpha, args.out, args.base_blank_bias)
         return 0
     if args.command == "export":
         from tools.train.export import export

@@ -43,6 +43,43 @@ def apply_blank_bias(model: Any, delta: float) -> None:
         model.lm_head.bias[SEPARATOR] -= delta
 
 
+def interpolate(
+    base_dir: Path, tuned_dir: Path, alpha: float, out: Path, base_blank_bias: float = 0.0
+) -> None:
+    """Write ``(1 - alpha) * base + alpha * tuned`` as a save_pretrained directory.
+
+    Why: a fine-tune on augmented and new-timbre data moves the model toward voices it never
+    heard before, and away from the ones it was good at. Averaging the fine-tuned weights with
+    the ones it started from (WiSE-FT, Wortsman et al., 2022) keeps much of both: both sets of
+    weights lie in one low-loss basin, since one was trained from the other. ``base_blank_bias``
+    is the blank bias baked into an exported ``base`` (taken out first, as ``fit
+    --init-from`` does), so the two are averaged on the same footing; the export puts the
+    calibrated bias back.
+    """
+    import torch
+    from transformers import AutoModelForCTC
+
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must lie in [0, 1], not {alpha}")
+    base = AutoModelForCTC.from_pretrained(str(base_dir))
+    if base_blank_bias:
+        apply_blank_bias(base, -base_blank_bias)
+    tuned = AutoModelForCTC.from_pretrained(str(tuned_dir))
+    base_state, tuned_state = base.state_dict(), tuned.state_dict()
+    if base_state.keys() != tuned_state.keys() or any(
+        base_state[k].shape != tuned_state[k].shape for k in base_state
+    ):
+        raise ValueError(f"{base_dir} and {tuned_dir} are not the same architecture and size")
+    with torch.no_grad():
+        mixed = {
+            k: (1.0 - alpha) * v + alpha * tuned_state[k] if v.is_floating_point() else v
+            for k, v in base_state.items()
+        }
+    tuned.load_state_dict(mixed)
+    out.mkdir(parents=True, exist_ok=True)
+    tuned.save_pretrained(str(out), safe_serialization=True)
+
+
 def export(
     model_dir: Path,
     out: Path,

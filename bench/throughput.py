@@ -314,6 +314,7 @@ def throughput(args: argparse.Namespace) -> dict[str, Any]:
         if name.startswith("forward"):
             entry["batch_1_s"] = statistics.median(r["batch_1_s"] for r in runs)
             entry["planned_s"] = statistics.median(r["planned_s"] for r in runs)
+        entry["each_round_s"] = [round(run[key], 3) for run in runs]
         figures["measured"][name] = entry
     measured = figures["measured"]
     ratios = {}

@@ -66,7 +66,8 @@ class SetSpec:
     #: training probability.
     augment_always: bool = False
     #: Random espeak-ng variants (``tools/synthesize/timbre.py``) added to the training voices;
-    #: 0: none. Their overlay data directory is written beside the set.
+    #: 0: none. Their overlay data directory is written beside the set and drawn from the set's
+    #: seed, so two sets' ``tv0000`` are different speakers.
     random_timbres: int = 0
 
 

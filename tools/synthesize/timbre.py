@@ -106,7 +106,7 @@ def build_overlay(root: Path, count: int, seed: int, system: Path = SYSTEM_DATA)
 
 def use_overlay(root: Path) -> None:
     """Point libespeak-ng at ``root`` (call before the first synthesis in the process)."""
-    os.environ["ESPEAK_DATA_PATH"] = str(root)
+    os.environ["ESPEAK_DATA_PATH"] = str(root.resolve())
 
 
 def _link(target: Path, link: Path) -> None:

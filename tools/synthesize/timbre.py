@@ -90,14 +90,16 @@ def build_overlay(root: Path, count: int, seed: int, system: Path = SYSTEM_DATA)
     data = root / "espeak-ng-data"
     variants = data / "voices" / "!v"
     variants.mkdir(parents=True, exist_ok=True)
-    for entry in system.iterdir():
-        if entry.name != "voices":
-            _link(entry, data / entry.name)
-    for entry in (system / "voices").iterdir():
-        if entry.name != "!v":
-            _link(entry, data / "voices" / entry.name)
-    for entry in (system / "voices" / "!v").iterdir():
-        _link(entry, variants / entry.name)
+    # Link everything but the two directories on the way down to the variants.
+    for source, target, own in (
+        (system, data, "voices"),
+        (system / "voices", data / "voices", "!v"),
+        (system / "voices" / "!v", variants, None),
+    ):
+        for entry in source.iterdir():
+            link = target / entry.name
+            if entry.name != own and not (link.is_symlink() or link.exists()):
+                link.symlink_to(entry)
     rng = np.random.default_rng([seed, 0x7B1])
     for name in variant_names(count):
         (variants / name).write_text(random_variant(rng, name))
@@ -107,9 +109,3 @@ def build_overlay(root: Path, count: int, seed: int, system: Path = SYSTEM_DATA)
 def use_overlay(root: Path) -> None:
     """Point libespeak-ng at ``root`` (call before the first synthesis in the process)."""
     os.environ["ESPEAK_DATA_PATH"] = str(root.resolve())
-
-
-def _link(target: Path, link: Path) -> None:
-    if link.is_symlink() or link.exists():
-        return
-    link.symlink_to(target)

@@ -43,6 +43,20 @@ def apply_blank_bias(model: Any, delta: float) -> None:
         model.lm_head.bias[SEPARATOR] -= delta
 
 
+def load_unbiased(model_dir: Path, blank_bias: float = 0.0) -> Any:
+    """An exported model with its baked-in blank bias taken out again.
+
+    Why: export lowers the blank and separator biases by the calibrated amount; training from
+    an export, or averaging it with a fine-tune, must start from the model's own prior.
+    """
+    from transformers import AutoModelForCTC
+
+    model = AutoModelForCTC.from_pretrained(str(model_dir))
+    if blank_bias:
+        apply_blank_bias(model, -blank_bias)
+    return model
+
+
 def interpolate(
     base_dir: Path, tuned_dir: Path, alpha: float, out: Path, base_blank_bias: float = 0.0
 ) -> None:
@@ -61,9 +75,7 @@ def interpolate(
 
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must lie in [0, 1], not {alpha}")
-    base = AutoModelForCTC.from_pretrained(str(base_dir))
-    if base_blank_bias:
-        apply_blank_bias(base, -base_blank_bias)
+    base = load_unbiased(base_dir, base_blank_bias)
     tuned = AutoModelForCTC.from_pretrained(str(tuned_dir))
     base_state, tuned_state = base.state_dict(), tuned.state_dict()
     if base_state.keys() != tuned_state.keys() or any(

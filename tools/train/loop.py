@@ -249,13 +249,9 @@ def _warm_start(model: torch.nn.Module, init_from: Path, blank_bias: float) -> N
     shipped weights carry the export's blank bias, which is taken out again so that training
     sees the model's own prior (the export puts the calibrated bias back).
     """
-    from transformers import AutoModelForCTC
+    from tools.train.export import load_unbiased
 
-    from tools.train.export import apply_blank_bias
-
-    source = AutoModelForCTC.from_pretrained(str(init_from))
-    if blank_bias:
-        apply_blank_bias(source, -blank_bias)
+    source = load_unbiased(init_from, blank_bias)
     missing, unexpected = model.load_state_dict(source.state_dict(), strict=False)
     if missing or unexpected:
         raise ValueError(

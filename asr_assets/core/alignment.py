@@ -39,23 +39,17 @@ def edit_alignment(expected: Sequence[str], recognized: Sequence[str]) -> list[E
     wrong letter in the right place substituted it; that is the judgement a teacher makes.
     """
     n, m = len(expected), len(recognized)
-    cost = np.zeros((n + 1, m + 1), dtype=np.int32)
-    cost[:, 0] = np.arange(n + 1)
-    cost[0, :] = np.arange(m + 1)
-    for i in range(1, n + 1):
-        for j in range(1, m + 1):
-            diagonal = cost[i - 1, j - 1] + (expected[i - 1] != recognized[j - 1])
-            cost[i, j] = min(diagonal, cost[i - 1, j] + 1, cost[i, j - 1] + 1)
+    cost = edit_cost_matrix(expected, recognized)
     steps: list[EditStep] = []
     i, j = n, m
     while i > 0 or j > 0:
         if i > 0 and j > 0:
             same = expected[i - 1] == recognized[j - 1]
-            if cost[i, j] == cost[i - 1, j - 1] + (not same):
+            if cost[i][j] == cost[i - 1][j - 1] + (not same):
                 steps.append(EditStep(EditOp.MATCH if same else EditOp.SUBSTITUTE, i - 1, j - 1))
                 i, j = i - 1, j - 1
                 continue
-        if i > 0 and cost[i, j] == cost[i - 1, j] + 1:
+        if i > 0 and cost[i][j] == cost[i - 1][j] + 1:
             steps.append(EditStep(EditOp.DELETE, i - 1, None))
             i -= 1
         else:
@@ -63,6 +57,27 @@ def edit_alignment(expected: Sequence[str], recognized: Sequence[str]) -> list[E
             j -= 1
     steps.reverse()
     return steps
+
+
+def edit_cost_matrix(first: Sequence[str], second: Sequence[str]) -> list[list[int]]:
+    """Levenshtein distances of every pair of prefixes, `len(first) + 1` rows of
+    `len(second) + 1`.
+
+    Plain Python lists, a row at a time: a phrase is a few letters against a few (a babbling
+    model, a hundred), where indexing a numpy array cell by cell cost four times as much and a
+    row-vectorized numpy form lost to call overhead on rows this short.
+    """
+    previous = list(range(len(second) + 1))
+    rows = [previous]
+    for i, token in enumerate(first, 1):
+        row = [i]
+        left = i
+        for j, other in enumerate(second):
+            left = min(previous[j] + (token != other), previous[j + 1] + 1, left + 1)
+            row.append(left)
+        rows.append(row)
+        previous = row
+    return rows
 
 
 @dataclass(frozen=True)
@@ -106,27 +121,39 @@ def get_trellis(
     labels = np.full(2 * len(targets) + 1, blank_id, dtype=np.int64)
     labels[1::2] = np.asarray(targets, dtype=np.int64)
     num_states = labels.size
-    # A state may be entered from two back only for a target that differs from the previous one.
+    # A state may be entered from two back only for a target that differs from the previous one:
+    # the others get -inf added to that candidate.
     can_skip = np.zeros(num_states, dtype=bool)
     can_skip[3::2] = labels[3::2] != labels[1:-2:2]
-    emit = log_probs[:, labels]  # (T, S)
+    skip_penalty = np.where(can_skip, np.float32(0), np.float32(-np.inf)).astype(np.float32)[2:]
+    emit = log_probs[:, labels].astype(np.float32, copy=False)  # (T, S)
     neg_inf = np.float32(-np.inf)
-    score = np.full(num_states, neg_inf, dtype=np.float32)
-    score[0] = emit[0, 0]
+    # Each frame's incoming scores are kept: the forward pass is then three in-place maxima
+    # and an add per frame, and the backpointers are computed for all frames at once after it.
+    scores = np.full((num_frames, num_states), neg_inf, dtype=np.float32)
+    scores[0, 0] = emit[0, 0]
     if num_states > 1:
-        score[1] = emit[0, 1]
-    backpointers = np.zeros((num_frames, num_states), dtype=np.int8)
-    candidates = np.empty((3, num_states), dtype=np.float32)
+        scores[0, 1] = emit[0, 1]
+    skipped = np.empty(max(0, num_states - 2), dtype=np.float32)
     for t in range(1, num_frames):
-        candidates[0] = score
-        candidates[1, 0] = neg_inf
-        candidates[1, 1:] = score[:-1]
-        candidates[2, :2] = neg_inf
-        candidates[2, 2:] = np.where(can_skip[2:], score[:-2], neg_inf)
-        best = np.argmax(candidates, axis=0)
-        score = candidates[best, np.arange(num_states)] + emit[t]
-        backpointers[t] = best
-    return score, backpointers
+        previous, current = scores[t - 1], scores[t]
+        current[:] = previous
+        np.maximum(current[1:], previous[:-1], out=current[1:])
+        np.add(previous[:-2], skip_penalty, out=skipped)
+        np.maximum(current[2:], skipped, out=current[2:])
+        current += emit[t]
+    backpointers = np.zeros((num_frames, num_states), dtype=np.int8)
+    if num_frames > 1:
+        # argmax over (stay, step, skip) with its tie rule: the first of equal candidates wins.
+        stay = scores[:-1]
+        step = np.full_like(stay, neg_inf)
+        step[:, 1:] = stay[:, :-1]
+        skip = np.full_like(stay, neg_inf)
+        skip[:, 2:] = stay[:, :-2] + skip_penalty
+        best = np.where(step >= skip, 1, 2).astype(np.int8)
+        best[(stay >= step) & (stay >= skip)] = 0
+        backpointers[1:] = best
+    return scores[-1], backpointers
 
 
 def backtrack(final_score: np.ndarray, backpointers: np.ndarray, num_targets: int) -> np.ndarray:

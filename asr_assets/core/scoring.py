@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -49,9 +50,19 @@ class Calibration:
     flag_weight: float = 0.0
 
     def probability(self, score: float, flag: bool = False) -> float:
-        x = float(np.clip(score, _EPS, 1.0 - _EPS))
-        z = self.bias + self.weight * float(np.log(x / (1.0 - x))) + self.flag_weight * float(flag)
-        return float(1.0 / (1.0 + np.exp(-z)))
+        # Scalar `math`, not numpy: this runs for every letter and every candidate insertion
+        # (a babbling model proposes a hundred a phrase), where numpy's scalar dispatch cost
+        # more than the arithmetic. NaN stays NaN, as numpy's clip would leave it.
+        x = float(score)
+        if not math.isnan(x):
+            x = min(max(x, _EPS), 1.0 - _EPS)
+        z = self.bias + self.weight * math.log(x / (1.0 - x)) + self.flag_weight * float(flag)
+        if math.isnan(z):
+            return z
+        if z >= 0:
+            return 1.0 / (1.0 + math.exp(-z))
+        e = math.exp(z)  # the same logistic, written so that neither branch overflows
+        return e / (1.0 + e)
 
 
 IDENTITY = Calibration()
@@ -125,6 +136,41 @@ class PhraseScoring:
     accuracy: float
 
 
+@dataclass(frozen=True)
+class ForcedTiming:
+    """The forced alignment of a phrase's expected letters, and the span mode it resolves to.
+
+    Separate from scoring because it decides whether the clip's audio is needed at all (only
+    ENERGY spans use it): a stage computes this first and fetches audio only for those phrases.
+    """
+
+    token_spans: list[TokenSpan] | None
+    mode: SpanMode | None
+    unaligned_reason: ReasonCode | None = None
+
+    @property
+    def needs_audio(self) -> bool:
+        return self.token_spans is not None and self.mode is SpanMode.ENERGY
+
+
+def time_letters(
+    expected: Sequence[str],
+    log_probs: np.ndarray | None,
+    vocabulary: CtcVocabulary,
+    span_mode: SpanMode = SpanMode.AUTO,
+    aligner: Callable[..., list[TokenSpan]] = forced_align,
+) -> ForcedTiming:
+    """CTC forced alignment of `expected` to the emissions; an unaligned reason when it cannot."""
+    if log_probs is None:
+        return ForcedTiming(None, None, ReasonCode.EMISSIONS_MISSING)
+    fold = [] if vocabulary.separator_id is None else [vocabulary.separator_id]
+    try:
+        token_spans = aligner(log_probs, vocabulary.letter_ids(expected), vocabulary.blank_id, fold)
+    except PhraseError as exc:
+        return ForcedTiming(None, None, exc.reason)
+    return ForcedTiming(token_spans, resolve_span_mode(token_spans, span_mode))
+
+
 def score_phrase(
     expected: Sequence[str],
     transcript: Transcript,
@@ -137,6 +183,7 @@ def score_phrase(
     policy: DecisionPolicy | None = None,
     load_samples: Callable[[], np.ndarray | None] | None = None,
     aligner: Callable[..., list[TokenSpan]] = forced_align,
+    timing: ForcedTiming | None = None,
 ) -> PhraseScoring:
     """Judge every expected letter of a phrase, and report extra letters as insertions.
 
@@ -156,35 +203,29 @@ def score_phrase(
     Audio is needed only for energy-widened spans: pass `load_samples` (called at most once, and
     only when the span mode resolves to ENERGY) instead of `samples` so other modes never decode.
     `aligner` is `forced_align` (compiled) or `forced_align_reference` (numpy, same paths).
+    `timing` is `time_letters(...)` computed beforehand (a caller that must fetch the audio
+    first learns from it whether to); without it the forced alignment runs here.
     """
     steps = edit_alignment(expected, transcript.letters)
     frame_s = transcript.frame_duration_s
     spans: list[tuple[int, int]] | None = None
     goodness: list[float] | None = None
     support: list[float] | None = None
-    unaligned_reason: ReasonCode | None = None
-    if log_probs is None:
-        unaligned_reason = ReasonCode.EMISSIONS_MISSING
-    else:
-        fold = [] if vocabulary.separator_id is None else [vocabulary.separator_id]
-        try:
-            token_spans = aligner(
-                log_probs, vocabulary.letter_ids(expected), vocabulary.blank_id, fold
-            )
-        except PhraseError as exc:
-            unaligned_reason = exc.reason
-        else:
-            mode = resolve_span_mode(token_spans, span_mode)
-            energy = None
-            if mode is SpanMode.ENERGY:
-                if samples is None and load_samples is not None:
-                    samples = load_samples()
-                stride = round(frame_s * TARGET_SAMPLE_RATE) if frame_s > 0 else None
-                if samples is not None:
-                    energy = frame_energy_db(samples, log_probs.shape[0], stride)
-            spans = letter_spans(token_spans, log_probs.shape[0], energy, mode)
-            goodness = [span.score for span in token_spans]
-            support = letter_support(log_probs, token_spans)
+    if timing is None:
+        timing = time_letters(expected, log_probs, vocabulary, span_mode, aligner)
+    unaligned_reason = timing.unaligned_reason
+    if log_probs is not None and timing.token_spans is not None and timing.mode is not None:
+        token_spans = timing.token_spans
+        energy = None
+        if timing.mode is SpanMode.ENERGY:
+            if samples is None and load_samples is not None:
+                samples = load_samples()
+            stride = round(frame_s * TARGET_SAMPLE_RATE) if frame_s > 0 else None
+            if samples is not None:
+                energy = frame_energy_db(samples, log_probs.shape[0], stride)
+        spans = letter_spans(token_spans, log_probs.shape[0], energy, timing.mode)
+        goodness = [span.score for span in token_spans]
+        support = letter_support(log_probs, token_spans)
 
     common = {
         "activity_id": transcript.activity_id,

@@ -7,6 +7,7 @@ import pytest
 from asr_assets.core.alignment import (
     EditOp,
     edit_alignment,
+    edit_cost_matrix,
     forced_align,
     frame_energy_db,
     min_frames_for,
@@ -34,6 +35,65 @@ def test_edit_alignment(expected: str, recognized: str, ops: list[str]) -> None:
     assert [s.expected_index for s in steps if s.op is not EditOp.INSERT] == list(
         range(len(expected))
     )
+
+
+def per_cell_edit_alignment(
+    expected: list[str], recognized: list[str]
+) -> list[tuple[str, int | None, int | None]]:
+    """The textbook loop over every cell, with the same tie-breaking: the oracle."""
+    n, m = len(expected), len(recognized)
+    cost = [[0] * (m + 1) for _ in range(n + 1)]
+    for i in range(n + 1):
+        cost[i][0] = i
+    for j in range(m + 1):
+        cost[0][j] = j
+    for i in range(1, n + 1):
+        for j in range(1, m + 1):
+            diagonal = cost[i - 1][j - 1] + (expected[i - 1] != recognized[j - 1])
+            cost[i][j] = min(diagonal, cost[i - 1][j] + 1, cost[i][j - 1] + 1)
+    steps: list[tuple[str, int | None, int | None]] = []
+    i, j = n, m
+    while i > 0 or j > 0:
+        if i > 0 and j > 0:
+            same = expected[i - 1] == recognized[j - 1]
+            if cost[i][j] == cost[i - 1][j - 1] + (not same):
+                steps.append(("match" if same else "substitute", i - 1, j - 1))
+                i, j = i - 1, j - 1
+                continue
+        if i > 0 and cost[i][j] == cost[i - 1][j] + 1:
+            steps.append(("delete", i - 1, None))
+            i -= 1
+        else:
+            steps.append(("insert", None, j - 1))
+            j -= 1
+    return steps[::-1]
+
+
+def test_edit_alignment_matches_the_per_cell_loop_on_random_pairs() -> None:
+    # Short and long, either side longer, empty sides, few symbols (many ties), multi-character
+    # tokens: the row-vectorized matrix must give the very same steps.
+    rng = np.random.default_rng(7)
+    alphabets = [list("ab"), list("abcdefghijklmnopqrstuvwxyz"), ["th", "sh", "a", "", "'"]]
+    for trial in range(600):
+        alphabet = alphabets[trial % len(alphabets)]
+        n = int(rng.integers(0, 12))
+        m = int(rng.integers(0, 12 if trial % 4 else 200))
+        expected = [str(t) for t in rng.choice(alphabet, size=n)]
+        recognized = [str(t) for t in rng.choice(alphabet, size=m)]
+        steps = edit_alignment(expected, recognized)
+        got = [(s.op.value, s.expected_index, s.recognized_index) for s in steps]
+        assert got == per_cell_edit_alignment(expected, recognized), (expected, recognized)
+
+
+def test_edit_cost_matrix_is_the_levenshtein_table() -> None:
+    cost = edit_cost_matrix(list("kitten"), list("sitting"))
+    assert len(cost) == 7 and {len(row) for row in cost} == {8}
+    assert cost[-1][-1] == 3
+    assert cost[0] == list(range(8)) and [row[0] for row in cost] == list(range(7))
+    swapped = edit_cost_matrix(list("sitting"), list("kitten"))
+    assert [list(column) for column in zip(*swapped, strict=True)] == cost
+    assert edit_cost_matrix([], []) == [[0]]
+    assert edit_cost_matrix(["a"], []) == [[0], [1]]
 
 
 def test_forced_alignment_finds_known_spans() -> None:

@@ -34,6 +34,22 @@ def test_calibration_is_a_monotone_platt_map() -> None:
     assert 0.0 < IDENTITY.probability(0.0) < IDENTITY.probability(1.0) < 1.0
 
 
+def test_calibration_is_the_platt_formula_at_every_score_and_never_overflows() -> None:
+    def platt(c: Calibration, score: float, flag: bool) -> float:
+        x = np.clip(score, 1e-4, 1 - 1e-4)
+        z = c.bias + c.weight * np.log(x / (1 - x)) + c.flag_weight * flag
+        return float(1 / (1 + np.exp(-z)))
+
+    maps = [IDENTITY, Calibration(-1.3, 0.7, 0.4), Calibration(2.0, 3.0, -1.0)]
+    for c in maps:
+        for score in [-1.0, 0.0, 1e-9, 0.02, 0.5, 0.93, 1.0, 7.0, np.float32(0.25)]:
+            for flag in (False, True):
+                assert c.probability(score, flag) == pytest.approx(platt(c, score, flag), rel=1e-12)
+    steep = Calibration(bias=0.0, weight=800.0)  # exp would overflow on a naive formula
+    assert steep.probability(0.0) == 0.0 and steep.probability(1.0) == 1.0
+    assert np.isnan(IDENTITY.probability(float("nan")))
+
+
 def test_a_weakly_heard_letter_is_uncertain_not_misread() -> None:
     log_probs = _with_weak_letter("d", 0.28)
     assert transcript_for(log_probs).letters == ["b", "p"]  # greedy lost the d

@@ -291,12 +291,50 @@ def score(
     verbose: bool = False,
 ) -> bool:
     """Preflight, then one `score_letters` run per day; True when every run succeeded."""
+    check_partitions(days)
+    definitions = load_definitions()
+    prewarm = _engine_prewarmer(definitions)
+    try:
+        prewarm()
+        return _score_days(days, console, settings, definitions, prewarm, allow_empty_day, verbose)
+    finally:
+        from asr_assets.resources.inference import discard_prewarmed_engines
+
+        discard_prewarmed_engines()
+
+
+def _engine_prewarmer(definitions: dg.Definitions) -> Callable[[], None]:
+    """Loads the inference engine ahead of each run, when the run executes in this process.
+
+    The in-process executor (the default) opens the engine in `transcripts`, after run
+    creation and the catalog and audio stages; loading it on a thread from the start overlaps
+    the two (1 s for a base-sized ONNX model). Other executors run stages in other processes,
+    where an engine loaded here would be wasted.
+    """
+    import dagster as dg
+
+    from asr_assets.definitions import executor_for
+
+    inference = definitions.resources.get("inference")
+    prewarm = getattr(inference, "prewarm", None)
+    if executor_for(os.environ) is not dg.in_process_executor or not callable(prewarm):
+        return lambda: None
+    return prewarm
+
+
+def _score_days(
+    days: Sequence[str],
+    console: Console,
+    settings: Settings,
+    definitions: dg.Definitions,
+    prewarm: Callable[[], None],
+    allow_empty_day: bool,
+    verbose: bool,
+) -> bool:
     from asr_assets.checks.summary import check_outcomes, format_check_outcomes
     from asr_assets.platform.runs import run_score_job
     from asr_assets.resources.preflight import preflight
 
-    check_partitions(days)
-    definitions = load_definitions()
     problems = preflight(definitions.resources, days, allow_empty_day=allow_empty_day)
     if problems:
         raise UsageError(
@@ -319,6 +357,7 @@ def score(
         for day in days:
             console.line()
             console.line(f"Scoring {day}")
+            prewarm()  # the engine of the day before went with its run
             started = time.perf_counter()
             outcome = run_score_job(
                 instance, day, run_config=run_config, tags={"asr/source": "cli"}

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import threading
 from abc import abstractmethod
 from collections.abc import Iterator
+from concurrent.futures import Future
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -16,10 +18,13 @@ from asr_assets.core.decoding import CtcVocabulary
 from asr_assets.core.scoring import Calibration
 from asr_assets.inference.base import InferenceEngine
 from asr_assets.inference.model_dir import CHECKSUM_FILE, read_calibration, read_vocabulary
+from asr_assets.observability.logging import get_logger, in_current_context
 
 if TYPE_CHECKING:
     from asr_assets.inference.triton import TritonSettings
     from asr_assets.reliability.breaker import CircuitBreaker
+
+log = get_logger(__name__)
 
 LocalBackend = Literal["torch", "onnx"]
 # Local CPU batching limits: the local resource's defaults, and what Triton's fallback uses.
@@ -135,9 +140,22 @@ class LocalInferenceResource(InferenceResource):
     def vocabulary(self) -> CtcVocabulary:
         return read_vocabulary(Path(self.model_dir))
 
-    @contextmanager
-    def open_engine(self) -> Iterator[InferenceEngine]:
-        engine = open_local_engine(
+    def _engine_settings(self) -> tuple[object, ...]:
+        """What makes two engines interchangeable: a prewarmed one serves the same settings."""
+        return (
+            self.model_dir,
+            self.backend,
+            self.quantize_int8,
+            self.onnx_path,
+            self.onnx_cache_dir,
+            self.num_threads,
+            self.max_batch_size,
+            self.max_batch_seconds,
+            self.torch_bf16,
+        )
+
+    def _load_engine(self) -> InferenceEngine:
+        return open_local_engine(
             self.model_dir,
             backend=self.backend,
             quantize_int8=self.quantize_int8,
@@ -148,10 +166,74 @@ class LocalInferenceResource(InferenceResource):
             max_batch_seconds=self.max_batch_seconds,
             torch_bf16=self.torch_bf16,
         )
+
+    def prewarm(self) -> None:
+        """Start loading the engine on a background thread of this process.
+
+        Verifying the weights and building the session (1 s for a base-sized ONNX model, ~6 s
+        for torch) then overlaps run creation and the catalog and audio stages instead of
+        following them. The next `open_engine` in this process with the same settings takes the
+        engine; only an in-process run benefits, so the caller decides (`asr score` does).
+        """
+        key = self._engine_settings()
+        with _PREWARM_LOCK:
+            if key in _PREWARMED:
+                return
+            future: Future[InferenceEngine] = Future()
+            _PREWARMED[key] = future
+
+        def load() -> None:
+            try:
+                future.set_result(self._load_engine())
+            except BaseException as exc:  # noqa: BLE001 - handed to open_engine, raised in the stage
+                future.set_exception(exc)
+
+        threading.Thread(
+            target=in_current_context(load), name="engine-prewarm", daemon=True
+        ).start()
+
+    @contextmanager
+    def open_engine(self) -> Iterator[InferenceEngine]:
+        with _PREWARM_LOCK:
+            prewarmed = _PREWARMED.pop(self._engine_settings(), None)
+        engine: InferenceEngine | None = None
+        if prewarmed is not None:
+            try:
+                engine = prewarmed.result()
+            except Exception as exc:  # noqa: BLE001 - loaded again below: the stage raises it
+                log.warning("engine_prewarm_failed", error=type(exc).__name__)
+        if engine is None:
+            engine = self._load_engine()
         try:
             yield engine
         finally:
             engine.close()
+
+
+#: Engines being loaded ahead of the run that will open them, by `_engine_settings()`.
+_PREWARMED: dict[tuple[object, ...], Future[InferenceEngine]] = {}
+_PREWARM_LOCK = threading.Lock()
+
+
+def discard_prewarmed_engines() -> int:
+    """Close engines prewarmed but never opened (a run that failed before `transcripts`).
+
+    Waits for loads still running, so no thread is left building a session; returns how many
+    engines were closed.
+    """
+    with _PREWARM_LOCK:
+        futures = list(_PREWARMED.values())
+        _PREWARMED.clear()
+    closed = 0
+    for future in futures:
+        try:
+            engine = future.result()
+        except Exception as exc:  # noqa: BLE001 - nothing to close; the run reported its own
+            log.info("prewarmed_engine_never_loaded", error=type(exc).__name__)
+            continue
+        engine.close()
+        closed += 1
+    return closed
 
 
 class TritonInferenceResource(InferenceResource):

@@ -71,6 +71,30 @@ def test_score_is_a_quiet_real_job_run_ending_in_the_summary(store: Path, tmp_pa
     assert workspace["load_from"][0]["python_module"]["location_name"] == LOCATION_NAME
 
 
+def test_score_loads_the_engine_once_ahead_of_the_run_and_leaves_none_behind(
+    store: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    import asr_assets.resources.inference as inference
+
+    real = inference.open_local_engine
+    threads: list[str] = []
+
+    def recording(*args: object, **kwargs: object) -> object:
+        threads.append(threading.current_thread().name)
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(inference, "open_local_engine", recording)
+    code, out, err = _run(["score", DAY])
+    assert code == 0, out + err
+    assert threads == ["engine-prewarm"]  # loaded beside run creation, used by `transcripts`
+    assert inference.discard_prewarmed_engines() == 0
+    code, out, err = _run(["score", "2026-11-28"])  # no such day: refused before any run
+    assert code != 0
+    assert inference.discard_prewarmed_engines() == 0  # what it prewarmed went with it
+
+
 def test_json_logs_only_when_asked(store: Path, tmp_path: Path) -> None:
     log_file = tmp_path / "asr.jsonl"
     code, out, err = _run(["score", DAY, "--log-format", "json", "--log-file", str(log_file)])

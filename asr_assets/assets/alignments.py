@@ -175,24 +175,6 @@ def _transcript(row: Mapping[str, object]) -> Transcript:
     )
 
 
-def align_phrase(
-    store: ObjectStore,
-    row: Mapping[str, object],
-    vocabulary: CtcVocabulary,
-    config: AlignmentsConfig,
-    policy: DecisionPolicy | None,
-    aligner: Callable[..., list[TokenSpan]] = forced_align,
-) -> tuple[list[dict[str, object]], dict[str, object]]:
-    """Letter rows and the phrase row for one transcribed phrase, reading what it needs itself
-    (`policy`: the stage's decision policy, `config.policy(...)` computed once per stage)."""
-    started = time.perf_counter()
-    emissions = read_emissions(store, row)
-    expected = str(row["expected_text"]).split(" ")
-    timing = time_letters(expected, emissions.log_probs, vocabulary, config.span_mode, aligner)
-    samples = read_samples(store, row) if timing.needs_audio else None
-    return score_aligned(row, emissions, timing, samples, vocabulary, config, policy, started)
-
-
 def score_aligned(
     row: Mapping[str, object],
     emissions: Emissions,

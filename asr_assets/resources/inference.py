@@ -141,18 +141,11 @@ class LocalInferenceResource(InferenceResource):
         return read_vocabulary(Path(self.model_dir))
 
     def _engine_settings(self) -> tuple[object, ...]:
-        """What makes two engines interchangeable: a prewarmed one serves the same settings."""
-        return (
-            self.model_dir,
-            self.backend,
-            self.quantize_int8,
-            self.onnx_path,
-            self.onnx_cache_dir,
-            self.num_threads,
-            self.max_batch_size,
-            self.max_batch_seconds,
-            self.torch_bf16,
-        )
+        """What makes two engines interchangeable: a prewarmed one serves the same settings.
+
+        Every config field, read off the model, so a field added later cannot be forgotten.
+        """
+        return tuple((name, getattr(self, name)) for name in sorted(type(self).model_fields))
 
     def _load_engine(self) -> InferenceEngine:
         return open_local_engine(

@@ -218,6 +218,41 @@ def test_frame_energy_on_the_model_stride() -> None:
     assert [i for i, e in enumerate(energy) if e > -20] == [10, 11]
 
 
+def _running_sum_energy_db(samples: np.ndarray, num_frames: int, stride: int) -> np.ndarray:
+    """The textbook formula: per-frame mean square from a float64 running sum."""
+    edges = np.minimum(np.arange(num_frames + 1) * stride, samples.size)
+    squares = np.concatenate(([0.0], np.cumsum(np.square(samples, dtype=np.float64))))
+    counts = np.maximum(edges[1:] - edges[:-1], 1)
+    energy = (squares[edges[1:]] - squares[edges[:-1]]) / counts
+    return (10.0 * np.log10(energy + 1e-10)).astype(np.float32)
+
+
+def test_frame_energy_on_the_stride_matches_the_running_sum_on_random_clips() -> None:
+    """Clips ending inside a frame, frames past the end, clips longer than the frames."""
+    rng = np.random.default_rng(7)
+    for _ in range(300):
+        stride = int(rng.choice([160, 320, 333]))
+        size = int(rng.integers(1, 40 * stride))
+        gain = float(rng.choice([1e-4, 0.05, 0.9]))
+        samples = (gain * rng.standard_normal(size)).astype(np.float32)
+        samples[: int(rng.integers(0, size))] *= float(rng.choice([0.0, 1.0]))  # silent lead-in
+        frames = max(1, size // stride + int(rng.integers(-3, 4)))
+        got = frame_energy_db(samples, frames, stride_samples=stride)
+        want = _running_sum_energy_db(samples, frames, stride)
+        assert got.shape == want.shape == (frames,)
+        np.testing.assert_allclose(got, want, atol=2e-3)
+
+
+def test_tenth_percentile_is_numpys_exactly() -> None:
+    from asr_assets.core.alignment import _tenth_percentile
+
+    rng = np.random.default_rng(3)
+    for size in [*range(1, 60), 77, 500, 1001] * 5:
+        values = (rng.standard_normal(size) * 30 - 50).astype(np.float32)
+        values[rng.integers(0, size, size // 3)] = -100.0  # ties, as silent frames give
+        assert _tenth_percentile(values) == float(np.percentile(values, 10))
+
+
 def test_span_mode_auto_keeps_covering_spans_and_widens_spikes() -> None:
     from asr_assets.core.alignment import SpanMode, TokenSpan, letter_spans
 

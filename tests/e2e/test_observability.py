@@ -168,7 +168,7 @@ def test_stage_and_batch_spans(observed: Observed) -> None:
     batches = by_name["asr.inference.batch"]
     assert sum(b.attributes["asr.batch_size"] for b in batches) == 5
     for batch in batches:
-        assert batch.attributes["asr.engine"] == "local-onnx"  # the default backend
+        assert batch.attributes["asr.engine"] == "local-onnx-int8"  # the default backend
         assert batch.attributes["asr.device"] == "cpu"
         assert batch.attributes["asr.model"] == "tiny-random"
         assert batch.attributes["asr.activity_count"] >= 1
@@ -225,7 +225,7 @@ def test_emf_records(observed: Observed) -> None:
         "PartitionFreshnessS",
     }
     engines = [r for r in observed.emf if _metrics(r) == {"Phrases"} and "engine" in r]
-    assert {(r["Device"], r["Phrases"]) for r in engines} == {("local-onnx", 5)}
+    assert {(r["Device"], r["Phrases"]) for r in engines} == {("local-onnx-int8", 5)}
     activities = {r["activity_id"]: r for r in observed.emf if "ActivitySuccess" in _metrics(r)}
     assert sorted(activities) == ["act-1", "act-2", "act-3"]
     assert activities["act-1"]["ActivitySuccess"] == 1.0

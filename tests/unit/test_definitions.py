@@ -102,3 +102,16 @@ def test_appsync_api_key_stays_an_env_var_reference() -> None:
     environ = {**AWS_MINIMAL, "ASR_APPSYNC_AUTH_MODE": "api_key"}
     publisher = build_definitions(environ).resources["publisher"]
     assert isinstance(publisher.api_key, dg.EnvVar)  # resolved at run time, never in config
+
+
+@pytest.mark.parametrize(
+    ("environ", "int8"),
+    [({}, True), ({"ASR_ONNX_INT8": "false"}, False), ({"ASR_ONNX_INT8": "1"}, True)],
+)
+def test_the_local_engine_is_int8_onnx_unless_told_otherwise(
+    environ: dict[str, str], int8: bool
+) -> None:
+    """The default chosen by measurement (README, Performance): int8 ONNX Runtime."""
+    inference = build_definitions(environ).resources["inference"]
+    assert inference.backend == "onnx"  # type: ignore[attr-defined]
+    assert inference.quantize_int8 is int8  # type: ignore[attr-defined]

@@ -181,7 +181,6 @@ def score_phrase(
     accept_support: float | None = DEFAULT_ACCEPT_SUPPORT,
     span_mode: SpanMode = SpanMode.AUTO,
     policy: DecisionPolicy | None = None,
-    load_samples: Callable[[], np.ndarray | None] | None = None,
     aligner: Callable[..., list[TokenSpan]] = forced_align,
     timing: ForcedTiming | None = None,
 ) -> PhraseScoring:
@@ -200,11 +199,10 @@ def score_phrase(
     `log_probs` may be None (an engine that returns only text): statuses then come from the
     edit alignment alone and every expected letter is `unaligned` for lack of timing.
 
-    Audio is needed only for energy-widened spans: pass `load_samples` (called at most once, and
-    only when the span mode resolves to ENERGY) instead of `samples` so other modes never decode.
-    `aligner` is `forced_align` (compiled) or `forced_align_reference` (numpy, same paths).
-    `timing` is `time_letters(...)` computed beforehand (a caller that must fetch the audio
-    first learns from it whether to); without it the forced alignment runs here.
+    `samples` are read only for energy-widened spans: a caller that must fetch the audio computes
+    `timing = time_letters(...)` first and fetches it only when `timing.needs_audio`; without
+    `timing` the forced alignment runs here. `aligner` is `forced_align` (compiled) or
+    `forced_align_reference` (numpy, same paths).
     """
     steps = edit_alignment(expected, transcript.letters)
     frame_s = transcript.frame_duration_s
@@ -217,12 +215,9 @@ def score_phrase(
     if log_probs is not None and timing.token_spans is not None and timing.mode is not None:
         token_spans = timing.token_spans
         energy = None
-        if timing.mode is SpanMode.ENERGY:
-            if samples is None and load_samples is not None:
-                samples = load_samples()
+        if timing.needs_audio and samples is not None:
             stride = round(frame_s * TARGET_SAMPLE_RATE) if frame_s > 0 else None
-            if samples is not None:
-                energy = frame_energy_db(samples, log_probs.shape[0], stride)
+            energy = frame_energy_db(samples, log_probs.shape[0], stride)
         spans = letter_spans(token_spans, log_probs.shape[0], energy, timing.mode)
         goodness = [span.score for span in token_spans]
         support = letter_support(log_probs, token_spans)

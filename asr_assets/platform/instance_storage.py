@@ -36,7 +36,6 @@ from dagster._core.storage.sqlite_storage import (
     _schedule_directory,
 )
 from dagster._serdes import ConfigurableClassData
-from dagster._utils import mkdir_p
 from sqlalchemy import create_engine
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.pool import StaticPool
@@ -131,9 +130,8 @@ class KeptConnectionSqliteStorage(DagsterSqliteStorage):
     def from_config_value(  # type: ignore[override]
         cls, inst_data: ConfigurableClassData | None, config_value: Mapping[str, str]
     ) -> KeptConnectionSqliteStorage:
-        base_dir = config_value["base_dir"]
-        mkdir_p(base_dir)
-        return cls(base_dir, inst_data=inst_data)
+        # The base class names itself here; `from_local` (mkdir, then `cls`) builds this class.
+        return cls.from_local(inst_data=inst_data, **config_value)
 
 
 class LocalInstance(DagsterInstance):

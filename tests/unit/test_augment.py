@@ -10,6 +10,7 @@ from tools.train.augment import (
     AugmentConfig,
     augment,
     available_families,
+    lpc_resynthesize,
     room_impulse_response,
 )
 
@@ -118,6 +119,39 @@ def test_level_changes_the_gain() -> None:
     audio = voiced()
     out, _ = FAMILIES["level"](audio, np.random.default_rng(4))
     assert abs(np.log10(np.abs(out).max() / np.abs(audio).max())) > 0.05
+
+
+def harmonic_contrast_db(x: np.ndarray, f0: float = 150.0) -> float:
+    """Energy at the harmonics over energy halfway between them, inside the first burst."""
+    segment = x[int(0.25 * SR) : int(0.55 * SR)]
+    spec = np.abs(np.fft.rfft(segment * np.hanning(len(segment)))) ** 2
+    freqs = np.fft.rfftfreq(len(segment), 1 / SR)
+    at = [spec[np.argmin(np.abs(freqs - k * f0))] for k in range(1, 20)]
+    between = [spec[np.argmin(np.abs(freqs - (k + 0.5) * f0))] for k in range(1, 20)]
+    return float(10 * np.log10(np.sum(at) / np.sum(between)))
+
+
+def test_lpc_analysis_and_synthesis_invert_each_other() -> None:
+    # Kept residual, unwidened envelope, no tilt: the resynthesis is the input itself, so what
+    # the family changes is only what its draws change.
+    audio = voiced()
+    out = lpc_resynthesize(audio, order=16, gamma=1.0, beta=1.0, tilt_db=0.0)
+    assert np.linalg.norm(out - audio) / np.linalg.norm(audio) < 1e-3
+
+
+def test_lpc_flattens_the_source_and_widens_the_formants() -> None:
+    audio = voiced()
+    kept = harmonic_contrast_db(audio)
+    flat = lpc_resynthesize(audio, order=16, gamma=1.0, beta=0.0, tilt_db=0.0)
+    assert harmonic_contrast_db(flat) < kept - 40  # the glottal fine structure is gone
+    assert np.isclose(np.sqrt(np.mean(flat**2)), np.sqrt(np.mean(audio**2)), rtol=1e-3)
+
+    def peakiness(x: np.ndarray) -> float:
+        spec = np.abs(np.fft.rfft(x[int(0.25 * SR) : int(0.55 * SR)])) ** 2
+        return float(spec.max() / spec.mean())
+
+    widened = lpc_resynthesize(audio, order=16, gamma=0.85, beta=1.0, tilt_db=0.0)
+    assert peakiness(widened) < 0.7 * peakiness(audio)
 
 
 def test_augment_applies_only_enabled_families_and_rescales_spans() -> None:

@@ -26,6 +26,11 @@ Families:
 ``babble`` 3-6 other voices (from ``sources``, else this clip shifted and reversed) at 5-20 dB SNR.
 ``nonstationary`` noise whose level follows a random envelope, plus clicks and bursts.
 ``level``  gain of -30..+6 dB with soft clipping, and a random level step within the clip.
+``lpc``    the LPC vocoder's view of the voice: per 32 ms frame, an all-pole envelope (order
+           10-20, bandwidths widened by gamma 0.85-1) is re-excited by the frame's own residual
+           flattened toward a pulse/noise source (keeping its phase) with a random source tilt.
+           festival's `kd` and FreeTTS are residual-excited LPC diphone voices: this keeps the
+           formants espeak-ng drew and replaces the glottal source the model could key on.
 """
 
 from __future__ import annotations
@@ -256,6 +261,64 @@ def level(audio: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, floa
     return _finite(out), 1.0
 
 
+def _levinson(r: np.ndarray, order: int) -> np.ndarray:
+    """LPC polynomials [1, a1..ap] per row of autocorrelations `r` (frames x lags), vectorized."""
+    frames = r.shape[0]
+    a = np.zeros((frames, order + 1))
+    a[:, 0] = 1.0
+    err = r[:, 0].copy()
+    for i in range(1, order + 1):
+        acc = r[:, i] + np.einsum("fj,fj->f", a[:, 1:i], r[:, i - 1 : 0 : -1])
+        k = -acc / np.maximum(err, 1e-12)
+        a[:, 1:i] = a[:, 1:i] + k[:, None] * a[:, i - 1 : 0 : -1]
+        a[:, i] = k
+        err = err * (1.0 - k**2)
+    return a
+
+
+def lpc_resynthesize(
+    audio: np.ndarray, *, order: int, gamma: float, beta: float, tilt_db: float
+) -> np.ndarray:
+    """Re-excite each frame's all-pole envelope (bandwidths widened by `gamma` < 1) with the
+    frame's residual, its magnitude flattened by `beta` (1: kept, 0: flat) and tilted by
+    `tilt_db` per octave above 500 Hz. Order 16, gamma 1, beta 1, tilt 0 gives the input back
+    (up to the STFT's edges)."""
+    n = len(audio)
+    nfft, hop = 512, 128
+    _, _, spec = sps.stft(audio, fs=SR, nperseg=nfft, noverlap=nfft - hop)
+    power = np.abs(spec.T) ** 2  # frames x bins
+    r = np.fft.irfft(power, n=nfft, axis=1)[:, : order + 1]
+    r[:, 0] = r[:, 0] * 1.0001 + 1e-10  # white-noise correction keeps Levinson stable
+    r *= np.exp(-0.5 * (2 * np.pi * 60.0 / SR * np.arange(order + 1)) ** 2)  # 60 Hz lag window
+    a = _levinson(r, order)
+    widened = a * gamma ** np.arange(order + 1)
+    envelope = 1.0 / np.maximum(np.abs(np.fft.rfft(a, n=nfft, axis=1)), 1e-6)
+    new_envelope = 1.0 / np.maximum(np.abs(np.fft.rfft(widened, n=nfft, axis=1)), 1e-6)
+    residual = spec.T / envelope
+    magnitude = np.abs(residual)
+    level = np.sqrt(np.mean(magnitude**2, axis=1, keepdims=True)) + 1e-12
+    flattened = level * (magnitude / level) ** beta
+    freqs = np.fft.rfftfreq(nfft, 1 / SR)
+    tilt = 10 ** (tilt_db / 20 * np.log2(np.maximum(freqs, 500.0) / 500.0))
+    phase = residual / np.maximum(magnitude, 1e-12)
+    _, out = sps.istft(
+        (phase * flattened * tilt * new_envelope).T, fs=SR, nperseg=nfft, noverlap=nfft - hop
+    )
+    out = _finite(out, n)
+    return out * np.float32(_rms(audio) / _rms(out))
+
+
+def lpc(audio: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, float]:
+    out = lpc_resynthesize(
+        audio,
+        order=int(rng.integers(10, 21)),
+        gamma=float(rng.uniform(0.85, 1.0)),
+        beta=float(rng.uniform(0.0, 0.7)),
+        tilt_db=float(rng.uniform(-6, 6)),
+    )
+    return _finite(_peak_limit(out)), 1.0
+
+
 FAMILIES: dict[str, Family] = {
     "vtlp": vtlp,
     "pitch": pitch,
@@ -268,6 +331,7 @@ FAMILIES: dict[str, Family] = {
     "babble": babble,
     "nonstationary": nonstationary,
     "level": level,
+    "lpc": lpc,
 }
 #: Families that need an external program (sox or ffmpeg).
 NEEDS = {"pitch": "sox", "tempo": "sox", "codec": "ffmpeg"}
@@ -277,6 +341,7 @@ ORDER = (
     "pitch",
     "speed",
     "tempo",
+    "lpc",
     "eq",
     "reverb",
     "babble",
@@ -298,6 +363,7 @@ class AugmentConfig:
             "pitch": 0.3,
             "speed": 0.3,
             "tempo": 0.3,
+            "lpc": 0.5,
             "eq": 0.5,
             "reverb": 0.3,
             "babble": 0.15,

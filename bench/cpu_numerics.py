@@ -23,6 +23,7 @@ import argparse
 import json
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,33 @@ def _batches(clips: list[np.ndarray], size: int) -> list[tuple[Any, Any]]:
             mask[row, : clip.size] = 1
         out.append((torch.from_numpy(values), torch.from_numpy(mask)))
     return out
+
+
+def interleaved_seconds(
+    runners: dict[str, Callable[[], object]], rounds: int
+) -> dict[str, list[float]]:
+    """Each runner timed once per round, in turn, so machine noise falls on all of them alike."""
+    seconds: dict[str, list[float]] = {name: [] for name in runners}
+    for _ in range(rounds):
+        for name, runner in runners.items():
+            started = time.perf_counter()
+            runner()
+            seconds[name].append(time.perf_counter() - started)
+    return seconds
+
+
+def run_header(
+    model_name: str, clips: list[np.ndarray], batch: int, threads: int, rounds: int
+) -> dict[str, Any]:
+    """What every CPU benchmark's JSON starts with: the workload it measured."""
+    return {
+        "model": model_name,
+        "clips": len(clips),
+        "audio_s": round(sum(c.size for c in clips) / 16_000, 1),
+        "batch": batch,
+        "threads": threads,
+        "rounds": rounds,
+    }
 
 
 def measure(model_name: str, count: int, rounds: int, batch: int, threads: int) -> dict[str, Any]:
@@ -102,21 +130,11 @@ def measure(model_name: str, count: int, rounds: int, batch: int, threads: int) 
         "bf16": lambda: run_torch(eager, autocast=True),
         "onnx": run_onnx,
     }
-    seconds: dict[str, list[float]] = {name: [] for name in runners}
-    for _ in range(rounds):
-        for name, runner in runners.items():
-            started = time.perf_counter()
-            runner()
-            seconds[name].append(time.perf_counter() - started)
+    seconds = interleaved_seconds(runners, rounds)
     onnx.close()
     medians = {name: statistics.median(values) for name, values in seconds.items()}
     return {
-        "model": model_name,
-        "clips": count,
-        "audio_s": round(audio_s, 1),
-        "batch": batch,
-        "threads": threads,
-        "rounds": rounds,
+        **run_header(model_name, clips, batch, threads, rounds),
         "compile_first_call_s": round(compile_s, 1),
         "bf16_frame_argmax_agreement": round(float(agree), 4),
         "audio_s_per_s": {k: round(audio_s / v, 1) for k, v in medians.items()},

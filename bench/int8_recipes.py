@@ -29,13 +29,14 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from bench.cpu_numerics import interleaved_seconds, run_header
 from bench.throughput import OUT, model_dir_for
 
 INT64_ONE = np.array([1], dtype=np.int64)
@@ -270,7 +271,6 @@ def measure(
     }
     clips = _clips(count)
     batches = [clips[i : i + batch] for i in range(0, len(clips), batch)]
-    seconds: dict[str, list[float]] = {name: [] for name in sessions}
     outputs: dict[str, list[np.ndarray]] = {}
 
     def run(session: Any, clips_in: list[np.ndarray]) -> np.ndarray:
@@ -278,12 +278,11 @@ def measure(
 
     for name, session in sessions.items():  # warm-up, and the outputs compared below
         outputs[name] = [run(session, b) for b in batches]
-    for _ in range(rounds):
-        for name, session in sessions.items():
-            started = time.perf_counter()
-            for b in batches:
-                run(session, b)
-            seconds[name].append(time.perf_counter() - started)
+
+    def runner(session: Any) -> Callable[[], object]:
+        return lambda: [run(session, b) for b in batches]
+
+    seconds = interleaved_seconds({name: runner(s) for name, s in sessions.items()}, rounds)
     reference = outputs["fp32"]
     median = {name: statistics.median(values) for name, values in seconds.items()}
     figures: dict[str, Any] = {}
@@ -303,14 +302,8 @@ def measure(
             "max_abs_logprob_diff_vs_fp32": round(max(diffs), 6),
             "argmax_agreement_vs_fp32": round(float(agree.mean()), 4),
         }
-    audio_s = sum(c.size for c in clips) / 16_000
     return {
-        "model": model_name,
-        "clips": count,
-        "audio_s": round(audio_s, 1),
-        "batch": batch,
-        "threads": threads,
-        "rounds": rounds,
+        **run_header(model_name, clips, batch, threads, rounds),
         "variants": figures,
         "int8_op_shares": profile_ops(int8, batches[:2], threads),
     }

@@ -154,6 +154,14 @@ def test_lpc_flattens_the_source_and_widens_the_formants() -> None:
     assert peakiness(widened) < 0.7 * peakiness(audio)
 
 
+def test_lpc_passes_through_clips_shorter_than_one_frame_and_silence() -> None:
+    short = voiced()[int(0.3 * SR) : int(0.3 * SR) + 300]
+    out, _ = FAMILIES["lpc"](short, np.random.default_rng(0))
+    np.testing.assert_array_equal(out, short)
+    silent, _ = FAMILIES["lpc"](np.zeros(SR, dtype=np.float32), np.random.default_rng(0))
+    assert np.isfinite(silent).all() and not silent.any()
+
+
 def test_augment_applies_only_enabled_families_and_rescales_spans() -> None:
     audio = voiced()
     config = AugmentConfig(families=("speed",), probability={"speed": 1.0})

@@ -285,6 +285,8 @@ def lpc_resynthesize(
     (up to the STFT's edges)."""
     n = len(audio)
     nfft, hop = 512, 128
+    if n < nfft:  # shorter than one analysis frame: no envelope to fit
+        return _finite(audio)
     _, _, spec = sps.stft(audio, fs=SR, nperseg=nfft, noverlap=nfft - hop)
     power = np.abs(spec.T) ** 2  # frames x bins
     r = np.fft.irfft(power, n=nfft, axis=1)[:, : order + 1]

@@ -165,19 +165,18 @@ def build_variants(fp32: Path, int8: Path, scratch: Path, calibration: int) -> d
         quantize_static,
     )
 
-    def dynamic(source: Path, target: Path, **kwargs: Any) -> Path:
+    def dynamic(
+        source: Path, target: Path, weight_type: QuantType = QuantType.QInt8, **kwargs: Any
+    ) -> Path:
         if not target.is_file():
-            quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, **kwargs)
+            quantize_dynamic(str(source), str(target), weight_type=weight_type, **kwargs)
         return target
 
     matmuls = ["MatMul", "Gemm"]
     variants = {"fp32": fp32, "int8": int8}
-    uint8 = scratch / "uint8.onnx"
-    if not uint8.is_file():
-        quantize_dynamic(
-            str(fp32), str(uint8), weight_type=QuantType.QUInt8, op_types_to_quantize=matmuls
-        )
-    variants["uint8"] = uint8
+    variants["uint8"] = dynamic(
+        fp32, scratch / "uint8.onnx", weight_type=QuantType.QUInt8, op_types_to_quantize=matmuls
+    )
     variants["int8_per_channel"] = dynamic(
         fp32, scratch / "per-channel.onnx", per_channel=True, op_types_to_quantize=matmuls
     )

@@ -18,6 +18,9 @@ import pyarrow.parquet as pq
 
 from asr_assets.core.scoring import DEFAULT_POLICY, Judgement
 from tools.evaluate.metrics import (
+    COUNT_COLUMNS,
+    INTERVAL_FIGURES,
+    bootstrap_intervals,
     confusion_table,
     decision_metrics,
     fit_platt,
@@ -26,6 +29,8 @@ from tools.evaluate.metrics import (
     join_outcomes,
     misread_curves,
     operating_points,
+    paired_difference,
+    phrase_counts,
     recognition_accuracy,
     reliability,
     review_metrics,
@@ -108,8 +113,11 @@ def evaluate(
         for p in pq.read_table(store / "ground_truth" / "phrases.parquet").to_pylist()
     }
     by_voice: dict[str, list] = {}
+    phrase_of: list[str] = []
     for row, o in zip((r for r in truth if r["true_status"] != "inserted"), outcomes, strict=True):
         by_voice.setdefault(voice_of[(row["activity_id"], row["phrase_index"])], []).append(o)
+        phrase_of.append(f"{row['activity_id']}:{row['phrase_index']}")
+    phrase_keys, counts = phrase_counts(outcomes, phrase_of)
     confusions = confusion_table(outcomes)
     phrases = len(rows["phrase_results"]) + len(rows["errors"])
     audio_s = sum(float(p["duration_s"]) for p in rows["phrase_results"])
@@ -125,6 +133,7 @@ def evaluate(
         "letters_unscored": sum(o.predicted_status is None for o in outcomes),
         "letter_recognition_accuracy": recognition_accuracy(outcomes),
         **decision_metrics(outcomes),
+        "intervals_95": bootstrap_intervals(counts),
         **review_metrics(outcomes),
         **insertion_metrics(truth, rows["letter_scores"]),
         **span_errors(outcomes),
@@ -151,6 +160,12 @@ def evaluate(
             for o in outcomes
             if o.confidence is not None and o.predicted_status not in (None, "unaligned")
         ],
+        # What `--compare` pairs two models' runs on (phrase by phrase, same store).
+        "phrase_counts": {
+            "columns": list(COUNT_COLUMNS),
+            "phrases": phrase_keys,
+            "counts": counts.tolist(),
+        },
         "pipeline_seconds": round(elapsed, 1),
         "audio_seconds": round(audio_s, 1),
     }
@@ -178,6 +193,14 @@ def format_report(report: dict[str, object]) -> str:
         "   (recall target ≥ 97%)",
         f"insertion precision / recall  {pct('insertion_precision')} / {pct('insertion_recall')}",
     ]
+    intervals: dict[str, list[float] | None] = report.get("intervals_95") or {}  # type: ignore[assignment]
+    shown = [
+        f"{name.replace('_', ' ')} {bounds[0]:.1%}-{bounds[1]:.1%}"
+        for name in INTERVAL_FIGURES
+        if (bounds := intervals.get(name))
+    ]
+    if shown:
+        lines.append("95% intervals (phrases resampled)  " + ", ".join(shown))
     if report.get("letters_timed"):
         lines.append(
             f"span error median / p90       {report['boundary_median_ms']:.0f} / "
@@ -293,6 +316,64 @@ def write_plots(reports: dict[str, dict[str, object]], out_dir: Path) -> list[st
     ]
 
 
+def compare_reports(
+    base: dict[str, object], candidate: dict[str, object]
+) -> dict[str, dict[str, object]]:
+    """Per store both runs scored, the candidate's change in each headline figure with a paired
+    bootstrap interval: whether a difference between two models is more than the phrases drawn.
+
+    Why: the stores hold a few hundred phrases, so a point or two between two models can be
+    the luck of the draw; a model is only "no worse" or "better" when the interval says so.
+    """
+
+    import numpy as np
+
+    def stores(report: dict[str, object]) -> dict[str, dict[str, object]]:
+        if "stores" in report:
+            return report["stores"]  # type: ignore[return-value]
+        return {store_name(Path(str(report["store"]))): report}
+
+    base_stores, cand_stores = stores(base), stores(candidate)
+    out: dict[str, dict[str, object]] = {}
+    for name, b in base_stores.items():
+        c = cand_stores.get(name)
+        if c is None:
+            continue
+        if "phrase_counts" not in b or "phrase_counts" not in c:
+            raise ValueError(f"{name}: a report without phrase counts (written by older code)")
+        bp, cp = b["phrase_counts"], c["phrase_counts"]
+        if bp["phrases"] != cp["phrases"]:  # type: ignore[index]
+            raise ValueError(f"{name}: the two runs scored different phrases (not the same store)")
+        out[name] = paired_difference(
+            np.asarray(bp["counts"], dtype=np.int64).reshape(-1, len(COUNT_COLUMNS)),  # type: ignore[index]
+            np.asarray(cp["counts"], dtype=np.int64).reshape(-1, len(COUNT_COLUMNS)),  # type: ignore[index]
+        )
+    if not out:
+        raise ValueError("the two reports share no store")
+    return out
+
+
+def comparison_table(diffs: dict[str, dict[str, object]]) -> str:
+    lines = [
+        "| store | figure | base | candidate | difference (95% interval) | verdict |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for store, figures in diffs.items():
+        for name, f in figures.items():
+            d: dict[str, float | str | None] = f  # type: ignore[assignment]
+            interval = (
+                "n/a"
+                if d["low"] is None
+                else f"{float(d['low']) * 100:+.1f} to {float(d['high']) * 100:+.1f}"  # type: ignore[arg-type]
+            )
+            lines.append(
+                f"| {store} | {name.replace('_', ' ')} | {float(d['base']):.1%} "  # type: ignore[arg-type]
+                f"| {float(d['candidate']):.1%} | {float(d['difference']) * 100:+.1f} points "  # type: ignore[arg-type]
+                f"({interval}) | {d['verdict']} |"
+            )
+    return "\n".join(lines)
+
+
 def fit_calibration(reports: dict[str, dict[str, object]]) -> dict[str, dict[str, float]]:
     """Platt coefficients from `raw` judgement runs: letters on (support, greedy read it) vs
     truly correct; insertions on their confidence vs real."""
@@ -322,11 +403,20 @@ def main(argv: list[str] | None = None) -> int:
         "--store",
         type=Path,
         action="append",
-        required=True,
         help="labeled store (tools.synthesize); repeat for a per-store table (eval-NAME → NAME)",
     )
+    parser.add_argument(
+        "--compare",
+        nargs=2,
+        type=Path,
+        metavar=("BASE", "CANDIDATE"),
+        help="compare two reports of this tool on the same stores (paired phrase bootstrap); "
+        "runs nothing",
+    )
     parser.add_argument("--model-dir", type=Path, default=Path("models/demo-letters"))
-    parser.add_argument("--out", type=Path, default=Path("bench/out/eval.json"))
+    parser.add_argument(
+        "--out", type=Path, help="default bench/out/eval.json (bench/out/compare.json)"
+    )
     parser.add_argument("--plots", type=Path, help="write ROC/PR/reliability PNGs here")
     parser.add_argument(
         "--accept-support",
@@ -350,6 +440,24 @@ def main(argv: list[str] | None = None) -> int:
         "training-voice stores only)",
     )
     args = parser.parse_args(argv)
+    if args.compare:
+        if args.store:
+            parser.error("--compare reads two reports and runs no store")
+        try:
+            diffs = compare_reports(
+                *(json.loads(path.read_text()) for path in args.compare)  # type: ignore[misc]
+            )
+        except (OSError, ValueError, KeyError) as exc:
+            parser.error(f"--compare: {exc}")
+        out = args.out or Path("bench/out/compare.json")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(diffs, indent=2))
+        print(comparison_table(diffs))
+        print(f"wrote {out}")
+        return 0
+    if not args.store:
+        parser.error("--store is required (or --compare BASE CANDIDATE)")
+    args.out = args.out or Path("bench/out/eval.json")
     support: float | str | None = args.accept_support
     if support == "none":
         support = None

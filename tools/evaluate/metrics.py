@@ -15,7 +15,7 @@ Definitions (per expected letter unless stated):
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -332,3 +332,113 @@ def operating_points(
             }
         )
     return points
+
+
+#: Per phrase, the counts the headline figures are ratios of (see `figures_from_counts`).
+COUNT_COLUMNS = ("true_positive", "false_negative", "false_positive", "true_negative", "recognized")
+INTERVAL_FIGURES = ("balanced_accuracy", "misread_recall", "letter_recognition_accuracy")
+
+
+def phrase_counts(
+    outcomes: Sequence[LetterOutcome], phrases: Sequence[str]
+) -> tuple[list[str], np.ndarray]:
+    """The decision and recognition counts of each phrase (`phrases[i]` names `outcomes[i]`'s).
+
+    Why per phrase: the letters of one phrase share a voice, a recording and a decoding, so
+    their errors come together; resampling phrases, not letters, keeps that in the intervals.
+    """
+    keys: list[str] = []
+    index: dict[str, int] = {}
+    rows: list[list[int]] = []
+    for outcome, phrase in zip(outcomes, phrases, strict=True):
+        if phrase not in index:
+            index[phrase] = len(keys)
+            keys.append(phrase)
+            rows.append([0] * len(COUNT_COLUMNS))
+        if outcome.predicted_status is None:
+            continue
+        row = rows[index[phrase]]
+        truly, called = outcome.true_status in MISREAD, outcome.predicted_status != "correct"
+        row[0 if truly and called else 1 if truly else 2 if called else 3] += 1
+        row[4] += outcome.recognized == outcome.spoken
+    return keys, np.asarray(rows, dtype=np.int64).reshape(-1, len(COUNT_COLUMNS))
+
+
+def figures_from_counts(totals: np.ndarray) -> dict[str, np.ndarray]:
+    """Balanced accuracy, misread recall and letter recognition from summed counts (the last
+    axis in `COUNT_COLUMNS` order); NaN where a class is empty."""
+    tp, fn, fp, tn, recognized = (totals[..., i].astype(np.float64) for i in range(5))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        recall = tp / (tp + fn)
+        specificity = tn / (tn + fp)
+        return {
+            "balanced_accuracy": (recall + specificity) / 2,
+            "misread_recall": recall,
+            "letter_recognition_accuracy": recognized / (tp + fn + fp + tn),
+        }
+
+
+def _resampled_totals(counts: list[np.ndarray], draws: int, seed: int) -> list[np.ndarray]:
+    """Each count table summed under the same `draws` bootstrap resamples of its phrases."""
+    n = counts[0].shape[0]
+    weights = np.random.default_rng(seed).multinomial(n, np.full(n, 1 / n), size=draws)
+    return [weights @ table for table in counts]
+
+
+def bootstrap_intervals(
+    counts: np.ndarray, draws: int = 2000, seed: int = 0, level: float = 0.95
+) -> dict[str, list[float] | None]:
+    """Percentile intervals of the headline figures over phrases resampled with replacement:
+    how far the figure of another draw of the same voices and phrases could fall."""
+    if counts.shape[0] == 0:
+        return dict.fromkeys(INTERVAL_FIGURES)
+    (totals,) = _resampled_totals([counts], draws, seed)
+    tail = (1 - level) / 2 * 100
+    out: dict[str, list[float] | None] = {}
+    for name, values in figures_from_counts(totals).items():
+        finite = values[np.isfinite(values)]
+        out[name] = (
+            [float(np.percentile(finite, tail)), float(np.percentile(finite, 100 - tail))]
+            if finite.size
+            else None
+        )
+    return out
+
+
+def paired_difference(
+    base: np.ndarray, candidate: np.ndarray, draws: int = 2000, seed: int = 0, level: float = 0.95
+) -> dict[str, dict[str, float | str | None]]:
+    """Candidate minus base for each headline figure on the same phrases, with a paired
+    bootstrap interval: both models are resampled with the same phrases, so the voices and
+    sentences both got cancel out and only the models' difference is left.
+
+    `verdict` is "better" or "worse" when the interval excludes zero, else "within noise".
+    """
+    if base.shape != candidate.shape:
+        raise ValueError(f"count tables differ in shape: {base.shape} vs {candidate.shape}")
+    point_base = figures_from_counts(base.sum(axis=0))
+    point_cand = figures_from_counts(candidate.sum(axis=0))
+    totals_base, totals_cand = _resampled_totals([base, candidate], draws, seed)
+    resampled_base = figures_from_counts(totals_base)
+    resampled_cand = figures_from_counts(totals_cand)
+    tail = (1 - level) / 2 * 100
+    out: dict[str, dict[str, float | str | None]] = {}
+    for name in INTERVAL_FIGURES:
+        diff = resampled_cand[name] - resampled_base[name]
+        diff = diff[np.isfinite(diff)]
+        low = float(np.percentile(diff, tail)) if diff.size else None
+        high = float(np.percentile(diff, 100 - tail)) if diff.size else None
+        verdict = "within noise"
+        if low is not None and low > 0:
+            verdict = "better"
+        elif high is not None and high < 0:
+            verdict = "worse"
+        out[name] = {
+            "base": float(point_base[name]),
+            "candidate": float(point_cand[name]),
+            "difference": float(point_cand[name] - point_base[name]),
+            "low": low,
+            "high": high,
+            "verdict": verdict,
+        }
+    return out

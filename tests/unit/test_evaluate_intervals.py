@@ -144,6 +144,8 @@ def test_paired_difference_sees_a_real_change_and_not_noise() -> None:
 
     with pytest.raises(ValueError, match="shape"):
         paired_difference(base, base[:-1])
+    with pytest.raises(ValueError, match="no phrases"):
+        paired_difference(base[:0], base[:0])
 
 
 def report_for(counts: np.ndarray, phrases: list[str]) -> dict:

@@ -90,14 +90,18 @@ def _ratio(numerator: int, denominator: int) -> float | None:
     return numerator / denominator if denominator else None
 
 
+def _decision_cell(outcome: LetterOutcome) -> int:
+    """The judged letter's cell of the misread confusion matrix: 0 true positive (misread,
+    flagged), 1 false negative, 2 false positive, 3 true negative."""
+    truly = outcome.true_status in MISREAD
+    called = outcome.predicted_status != "correct"
+    return (0 if called else 1) if truly else (2 if called else 3)
+
+
 def decision_metrics(outcomes: Iterable[LetterOutcome]) -> dict[str, float | int | None]:
     judged = [o for o in outcomes if o.predicted_status is not None]
-    truly_misread = [o.true_status in MISREAD for o in judged]
-    called_misread = [o.predicted_status != "correct" for o in judged]
-    tp = sum(t and p for t, p in zip(truly_misread, called_misread, strict=True))
-    fn = sum(t and not p for t, p in zip(truly_misread, called_misread, strict=True))
-    fp = sum(p and not t for t, p in zip(truly_misread, called_misread, strict=True))
-    tn = sum(not t and not p for t, p in zip(truly_misread, called_misread, strict=True))
+    cells = Counter(_decision_cell(o) for o in judged)
+    tp, fn, fp, tn = (cells[i] for i in range(4))
     recall = _ratio(tp, tp + fn)
     specificity = _ratio(tn, tn + fp)
     balanced = (
@@ -358,8 +362,7 @@ def phrase_counts(
         if outcome.predicted_status is None:
             continue
         row = rows[index[phrase]]
-        truly, called = outcome.true_status in MISREAD, outcome.predicted_status != "correct"
-        row[0 if truly and called else 1 if truly else 2 if called else 3] += 1
+        row[_decision_cell(outcome)] += 1
         row[4] += outcome.recognized == outcome.spoken
     return keys, np.asarray(rows, dtype=np.int64).reshape(-1, len(COUNT_COLUMNS))
 
@@ -416,6 +419,8 @@ def paired_difference(
     """
     if base.shape != candidate.shape:
         raise ValueError(f"count tables differ in shape: {base.shape} vs {candidate.shape}")
+    if base.shape[0] == 0:
+        raise ValueError("no phrases to compare")
     point_base = figures_from_counts(base.sum(axis=0))
     point_cand = figures_from_counts(candidate.sum(axis=0))
     totals_base, totals_cand = _resampled_totals([base, candidate], draws, seed)

@@ -333,6 +333,10 @@ def compare_reports(
             return report["stores"]  # type: ignore[return-value]
         return {store_name(Path(str(report["store"]))): report}
 
+    def table(store: dict[str, object]) -> np.ndarray:
+        rows = store["phrase_counts"]["counts"]  # type: ignore[index]
+        return np.asarray(rows, dtype=np.int64).reshape(-1, len(COUNT_COLUMNS))
+
     base_stores, cand_stores = stores(base), stores(candidate)
     out: dict[str, dict[str, object]] = {}
     for name, b in base_stores.items():
@@ -344,10 +348,7 @@ def compare_reports(
         bp, cp = b["phrase_counts"], c["phrase_counts"]
         if bp["phrases"] != cp["phrases"]:  # type: ignore[index]
             raise ValueError(f"{name}: the two runs scored different phrases (not the same store)")
-        out[name] = paired_difference(
-            np.asarray(bp["counts"], dtype=np.int64).reshape(-1, len(COUNT_COLUMNS)),  # type: ignore[index]
-            np.asarray(cp["counts"], dtype=np.int64).reshape(-1, len(COUNT_COLUMNS)),  # type: ignore[index]
-        )
+        out[name] = paired_difference(table(b), table(c))
     if not out:
         raise ValueError("the two reports share no store")
     return out

@@ -388,6 +388,16 @@ def _resampled_totals(counts: list[np.ndarray], draws: int, seed: int) -> list[n
     return [weights @ table for table in counts]
 
 
+def _interval(values: np.ndarray, level: float) -> list[float] | None:
+    """The central `level` percentile interval of the finite draws (a class can be empty in
+    some resamples); None when no draw is finite."""
+    finite = values[np.isfinite(values)]
+    if not finite.size:
+        return None
+    tail = (1 - level) / 2 * 100
+    return [float(np.percentile(finite, tail)), float(np.percentile(finite, 100 - tail))]
+
+
 def bootstrap_intervals(
     counts: np.ndarray, draws: int = 2000, seed: int = 0, level: float = 0.95
 ) -> dict[str, list[float] | None]:
@@ -396,16 +406,7 @@ def bootstrap_intervals(
     if counts.shape[0] == 0:
         return dict.fromkeys(INTERVAL_FIGURES)
     (totals,) = _resampled_totals([counts], draws, seed)
-    tail = (1 - level) / 2 * 100
-    out: dict[str, list[float] | None] = {}
-    for name, values in figures_from_counts(totals).items():
-        finite = values[np.isfinite(values)]
-        out[name] = (
-            [float(np.percentile(finite, tail)), float(np.percentile(finite, 100 - tail))]
-            if finite.size
-            else None
-        )
-    return out
+    return {name: _interval(values, level) for name, values in figures_from_counts(totals).items()}
 
 
 def paired_difference(
@@ -426,13 +427,9 @@ def paired_difference(
     totals_base, totals_cand = _resampled_totals([base, candidate], draws, seed)
     resampled_base = figures_from_counts(totals_base)
     resampled_cand = figures_from_counts(totals_cand)
-    tail = (1 - level) / 2 * 100
     out: dict[str, dict[str, float | str | None]] = {}
     for name in INTERVAL_FIGURES:
-        diff = resampled_cand[name] - resampled_base[name]
-        diff = diff[np.isfinite(diff)]
-        low = float(np.percentile(diff, tail)) if diff.size else None
-        high = float(np.percentile(diff, 100 - tail)) if diff.size else None
+        low, high = _interval(resampled_cand[name] - resampled_base[name], level) or (None, None)
         verdict = "within noise"
         if low is not None and low > 0:
             verdict = "better"

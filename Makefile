@@ -19,12 +19,13 @@ $(STAMP): pyproject.toml requirements.lock
 	$(BIN)/pip install --quiet --disable-pip-version-check -c requirements.lock -e '.[dev]'
 	touch $@
 
-# Debian packages some tools and tests need (espeak-ng synthesizes the labeled data; festival and
-# FreeTTS read the cross-synthesizer evaluation stores; sox and ffmpeg run training augmentations;
-# headless Chromium loads the jobs status page in the platform tests).
-SYSTEM_PACKAGES := espeak-ng festival festvox-kdlpc16k festvox-us-slt-hts freetts sox ffmpeg chromium
+# Debian packages some tools and tests need (espeak-ng synthesizes the labeled data; festival,
+# FreeTTS and flite read the cross-synthesizer evaluation stores; sox and ffmpeg run training
+# augmentations; headless Chromium loads the jobs status page in the platform tests).
+SYSTEM_PACKAGES := espeak-ng festival festvox-kdlpc16k festvox-us-slt-hts freetts flite sox ffmpeg chromium
 system-deps:
 	@{ command -v espeak-ng && command -v chromium && command -v festival && command -v sox && command -v ffmpeg \
+	  && command -v flite \
 	  && test -f /usr/share/java/freetts.jar \
 	  && test -d /usr/share/festival/voices/english/ked_diphone \
 	  && test -d /usr/share/festival/voices/us/cmu_us_slt_arctic_hts; } >/dev/null 2>&1 || { \
@@ -73,7 +74,7 @@ bench-gpu: $(STAMP)
 # used in training (festival, FreeTTS), synthesized once, scored by the pipeline; one table per
 # synthesizer, and ROC/PR/reliability plots of the calibrated judgement in bench/out/.
 EVAL_STORE ?= .tmp/eval-store
-EVAL_FOREIGN ?= .tmp/eval-festival .tmp/eval-freetts
+EVAL_FOREIGN ?= .tmp/eval-festival .tmp/eval-freetts .tmp/eval-flite
 ASR_MODEL_DIR ?= models/demo-letters
 eval: $(STAMP) system-deps
 	test -d $(EVAL_STORE)/catalog || $(BIN)/python -m tools.synthesize dataset --out $(EVAL_STORE) \
@@ -82,6 +83,8 @@ eval: $(STAMP) system-deps
 	  --out .tmp/eval-festival --synthesizer festival --seed 11 --start-date 2026-11-01 --activities 30
 	test -d .tmp/eval-freetts/catalog || $(BIN)/python -m tools.synthesize foreign \
 	  --out .tmp/eval-freetts --synthesizer freetts --seed 12 --start-date 2026-11-01 --activities 30
+	test -d .tmp/eval-flite/catalog || $(BIN)/python -m tools.synthesize foreign \
+	  --out .tmp/eval-flite --synthesizer flite --seed 13 --start-date 2026-11-01 --activities 30
 	$(BIN)/python -m tools.evaluate $(foreach s,$(EVAL_STORE) $(EVAL_FOREIGN),--store $(s)) \
 	  --model-dir $(ASR_MODEL_DIR) --plots bench/out --out bench/out/eval.json
 

@@ -1,4 +1,4 @@
-"""Cross-synthesizer stores: festival and FreeTTS letters with exact spans, never for training."""
+"""Cross-synthesizer stores: festival, FreeTTS and flite letters with exact spans, never for training."""
 
 import datetime as dt
 from dataclasses import replace
@@ -26,11 +26,19 @@ from tools.synthesize.voices import training_voices, voices
 SR = 16_000
 needs_festival = pytest.mark.skipif(not available("festival"), reason="festival not installed")
 needs_freetts = pytest.mark.skipif(not available("freetts"), reason="freetts not installed")
+needs_flite = pytest.mark.skipif(not available("flite"), reason="flite not installed")
 
 
 def test_foreign_voices_are_never_training_voices() -> None:
     names = {v.as_voice.name for v in FOREIGN_VOICES}
-    assert names == {"festival+kd", "festival+us-slt-hts", "freetts+kevin16", "freetts+kevin"}
+    assert names == {
+        "festival+kd",
+        "festival+us-slt-hts",
+        "freetts+kevin16",
+        "freetts+kevin",
+        "flite+rms",
+        "flite+awb",
+    }
     trainable = {v.name for v in training_voices(extra_variants=True)}
     assert not names & trainable
     assert not {v.name for v in voices("heldout")} & trainable
@@ -105,3 +113,18 @@ def test_freetts_clips_are_synthesized_once_and_cached(tmp_path: Path) -> None:
     assert len(list((tmp_path / "freetts" / "kevin16" / "s0").glob("*.wav"))) == 2
     again = ClipBank(tmp_path, letters="aw").clips(FOREIGN_VOICES[2], 0)  # cached: no java
     np.testing.assert_array_equal(again["w"], clips["w"])
+
+
+@needs_flite
+def test_flite_reads_every_letter_at_the_planned_rate_once(tmp_path: Path) -> None:
+    rms = next(v for v in foreign_voices("flite") if v.label == "rms")
+    bank = ClipBank(tmp_path)
+    slow, fast = bank.clips(rms, 0), bank.clips(rms, 2)
+    assert sorted(slow) == sorted(fast) == list("abcdefghijklmnopqrstuvwxyz")
+    assert all(0.1 < len(c) / SR < 1.5 for c in slow.values())
+    # duration_stretch 1.25 against 0.85: the slow setting is really slower
+    assert sum(map(len, slow.values())) > 1.25 * sum(map(len, fast.values()))
+    assert len(slow["w"]) > 2 * len(slow["e"])  # "double-u" is three syllables, "e" one
+    assert len(list((tmp_path / "flite" / "rms" / "s0").glob("*.wav"))) == 26
+    again = ClipBank(tmp_path).clips(rms, 0)  # cached: flite is not run again
+    np.testing.assert_array_equal(again["w"], slow["w"])

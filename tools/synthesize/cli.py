@@ -25,7 +25,7 @@ from tools.synthesize.dataset import (
     generate_dataset,
     generate_sample_day,
 )
-from tools.synthesize.foreign import DEFAULT_CACHE, ClipBank, foreign_voices
+from tools.synthesize.foreign import DEFAULT_CACHE, SYNTHESIZERS, ClipBank, foreign_voices
 from tools.synthesize.plan import ErrorRates
 from tools.synthesize.voices import voices
 
@@ -65,10 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     fs = sub.add_parser(
         "foreign",
-        help="a labeled store read by another synthesizer (festival, FreeTTS): evaluation only",
+        help="a labeled store read by another synthesizer (festival, FreeTTS, flite): "
+        "evaluation only",
     )
     fs.add_argument("--out", type=Path, required=True, help="store root directory")
-    fs.add_argument("--synthesizer", choices=("festival", "freetts"), required=True)
+    fs.add_argument("--synthesizer", choices=SYNTHESIZERS, required=True)
     fs.add_argument("--seed", type=int, default=0)
     fs.add_argument("--start-date", type=dt.date.fromisoformat, default=SAMPLE_DAY)
     fs.add_argument("--days", type=int, default=1)

@@ -5,12 +5,15 @@ espeak-ng's timbre, `make eval` also scores stores read by synthesizers it has n
 
 * festival with the ``kd`` diphone voice (Debian ``festvox-kdlpc16k``, ``voice_ked_diphone``) and
   the ``us-slt-hts`` statistical voice (``festvox-us-slt-hts``, ``voice_cmu_us_slt_arctic_hts``);
-* FreeTTS (Debian ``freetts``) with its ``kevin16`` (16 kHz) and ``kevin`` (8 kHz) diphone voices.
+* FreeTTS (Debian ``freetts``) with its ``kevin16`` (16 kHz) and ``kevin`` (8 kHz) diphone voices;
+* flite (Debian ``flite``) with its ``rms`` and ``awb`` clustergen voices: statistical parametric
+  voices of two more speakers (US and Scottish English). flite's ``kal16`` and ``slt`` are left
+  out: they are FreeTTS's ``kevin16`` speaker and festival's ``slt`` speaker again.
 
 These synthesizers report no reliable word timings, so every letter is synthesized on its own,
 trimmed to its audible region (the same 40 dB rule as ``spans.py``) and the clips are joined with
 the planned pauses: each letter's span is exact by construction. Each voice is rendered at three
-speaking rates (and FreeTTS also at three pitches); the plan's speaking rate picks one.
+speaking rates (and FreeTTS and flite also at three pitches); the plan's speaking rate picks one.
 
 Clips are cached on disk (``cache_dir``), keyed by synthesizer, voice, setting and letter, so a
 store is re-rendered without re-running the synthesizers. These voices must never be used for
@@ -37,8 +40,8 @@ from tools.synthesize.render import Rendered, RenderError, apply_channel
 from tools.synthesize.spans import audible_span, reference_db
 from tools.synthesize.voices import Voice
 
-Synthesizer = Literal["festival", "freetts"]
-SYNTHESIZERS: tuple[Synthesizer, ...] = ("festival", "freetts")
+Synthesizer = Literal["festival", "freetts", "flite"]
+SYNTHESIZERS: tuple[Synthesizer, ...] = ("festival", "freetts", "flite")
 FREETTS_JAR = Path("/usr/share/java/freetts.jar")
 DEFAULT_CACHE = Path(".tmp/foreign-clips")
 
@@ -46,12 +49,15 @@ DEFAULT_CACHE = Path(".tmp/foreign-clips")
 #: article (/ax/), so "a" is spelled "Ay" (checked: festival's Segment relation gives /ey/).
 FESTIVAL_TEXT = {c: ("Ay" if c == "a" else c.upper()) for c in LETTERS}
 FREETTS_TEXT = {c: c.upper() for c in LETTERS}
+#: flite reads a lone "A" as the letter (checked: ``flite -ps -t A`` gives /ey/; every letter's
+#: phones were checked the same way).
+FLITE_TEXT = {c: c.upper() for c in LETTERS}
 
 
 @dataclass(frozen=True)
 class ForeignVoice:
-    """One voice of a foreign synthesizer; ``voice`` is festival's voice function or FreeTTS's
-    voice name."""
+    """One voice of a foreign synthesizer; ``voice`` is festival's voice function, or FreeTTS's or
+    flite's voice name."""
 
     synthesizer: Synthesizer
     label: str
@@ -68,6 +74,8 @@ FOREIGN_VOICES: tuple[ForeignVoice, ...] = (
     ForeignVoice("festival", "us-slt-hts", "voice_cmu_us_slt_arctic_hts"),
     ForeignVoice("freetts", "kevin16", "kevin16"),
     ForeignVoice("freetts", "kevin", "kevin"),
+    ForeignVoice("flite", "rms", "rms"),
+    ForeignVoice("flite", "awb", "awb"),
 )
 
 #: Three settings per voice, slow / normal / fast: festival's Duration_Stretch (the HTS voice
@@ -75,6 +83,8 @@ FOREIGN_VOICES: tuple[ForeignVoice, ...] = (
 #: acts inversely (measured: 190 gives letters ~50% longer than 120), hence the order.
 FESTIVAL_STRETCH = (1.25, 1.0, 0.85)
 FREETTS_SETTINGS = ((190, 120), (150, 105), (120, 95))
+#: flite's ``duration_stretch`` and ``int_f0_target_mean`` (Hz), slow / normal / fast.
+FLITE_SETTINGS = ((1.25, 120), (1.0, 105), (0.85, 95))
 
 
 def foreign_voices(synthesizer: Synthesizer | Literal["all"] = "all") -> tuple[ForeignVoice, ...]:
@@ -91,6 +101,8 @@ def find_voice(voice: Voice) -> ForeignVoice:
 def available(synthesizer: Synthesizer) -> bool:
     if synthesizer == "festival":
         return shutil.which("festival") is not None
+    if synthesizer == "flite":
+        return shutil.which("flite") is not None
     return shutil.which("java") is not None and FREETTS_JAR.exists()
 
 
@@ -146,6 +158,33 @@ def _freetts_clips(voice: ForeignVoice, setting: int, out: Path, letters: str) -
         )
 
 
+def _flite_clips(voice: ForeignVoice, setting: int, out: Path, letters: str) -> None:
+    stretch, pitch = FLITE_SETTINGS[setting]
+    for c in letters:
+        subprocess.run(
+            [
+                "flite",
+                "-voice",
+                voice.voice,
+                "--setf",
+                f"duration_stretch={stretch}",
+                "--setf",
+                f"int_f0_target_mean={pitch}",
+                "-t",
+                FLITE_TEXT[c],
+                "-o",
+                str(out / f"{c}.wav"),
+            ],
+            check=True,
+            capture_output=True,
+            timeout=60,
+            stdin=subprocess.DEVNULL,
+        )
+
+
+_CLIP_WRITERS = {"festival": _festival_clips, "freetts": _freetts_clips, "flite": _flite_clips}
+
+
 def trim_clip(audio: np.ndarray) -> np.ndarray:
     """The audible region of a single-letter clip (40 dB below its loudest frame)."""
     span = audible_span(
@@ -180,10 +219,7 @@ class ClipBank:
             missing = "".join(c for c in self.letters if not (folder / f"{c}.wav").exists())
             if missing:
                 folder.mkdir(parents=True, exist_ok=True)
-                if voice.synthesizer == "festival":
-                    _festival_clips(voice, setting, folder, missing)
-                else:
-                    _freetts_clips(voice, setting, folder, missing)
+                _CLIP_WRITERS[voice.synthesizer](voice, setting, folder, missing)
             self._memory[key] = {c: trim_clip(_load_16k(folder / f"{c}.wav")) for c in self.letters}
         return self._memory[key]
 

@@ -13,7 +13,8 @@ espeak-ng's timbre, `make eval` also scores stores read by synthesizers it has n
 These synthesizers report no reliable word timings, so every letter is synthesized on its own,
 trimmed to its audible region (the same 40 dB rule as ``spans.py``) and the clips are joined with
 the planned pauses: each letter's span is exact by construction. Each voice is rendered at three
-speaking rates (and FreeTTS and flite also at three pitches); the plan's speaking rate picks one.
+speaking rates (and FreeTTS and flite's ``awb`` also at three pitches); the plan's speaking rate
+picks one.
 
 Clips are cached on disk (``cache_dir``), keyed by synthesizer, voice, setting and letter, so a
 store is re-rendered without re-running the synthesizers. These voices must never be used for
@@ -83,7 +84,9 @@ FOREIGN_VOICES: tuple[ForeignVoice, ...] = (
 #: acts inversely (measured: 190 gives letters ~50% longer than 120), hence the order.
 FESTIVAL_STRETCH = (1.25, 1.0, 0.85)
 FREETTS_SETTINGS = ((190, 120), (150, 105), (120, 95))
-#: flite's ``duration_stretch`` and ``int_f0_target_mean`` (Hz), slow / normal / fast.
+#: flite's ``duration_stretch`` and ``int_f0_target_mean`` (Hz), slow / normal / fast. ``awb``
+#: follows the pitch; ``rms``'s output is byte for byte the same at any pitch (checked), so its
+#: settings differ in rate only.
 FLITE_SETTINGS = ((1.25, 120), (1.0, 105), (0.85, 95))
 
 

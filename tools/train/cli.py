@@ -130,6 +130,17 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--alpha", type=float, required=True, help="weight of --tuned, 0-1")
     w.add_argument("--out", type=Path, required=True)
 
+    g = sub.add_parser(
+        "grow",
+        help="grow trained weights into a larger size that computes the same function (Net2Net)",
+    )
+    g.add_argument("--base", type=Path, required=True, help="a trained or exported model")
+    g.add_argument("--base-blank-bias", type=float, default=0.0, help="baked into --base")
+    g.add_argument("--size", choices=tuple(SIZES), required=True)
+    g.add_argument("--out", type=Path, required=True, help="for fit --init-from --size SIZE")
+    g.add_argument("--noise", type=float, default=0.01, help="relative noise on copied weights")
+    g.add_argument("--seed", type=int, default=0)
+
     c = sub.add_parser("calibrate", help="tune the blank bias on training-voice phrases")
     c.add_argument("--model", type=Path, required=True)
     c.add_argument("--data", type=Path, default=Path(".train/data-audio"))
@@ -274,6 +285,23 @@ def main(argv: list[str] | None = None) -> int:
         from tools.train.export import interpolate
 
         interpolate(args.base, args.tuned, args.alpha, args.out, args.base_blank_bias)
+        return 0
+    if args.command == "grow":
+        from tools.train.export import load_unbiased
+        from tools.train.grow import grow, max_output_difference
+
+        grown = grow(
+            args.base,
+            args.size,
+            args.out,
+            base_blank_bias=args.base_blank_bias,
+            seed=args.seed,
+            noise=args.noise,
+        )
+        source = load_unbiased(args.base, args.base_blank_bias)
+        parameters = sum(p.numel() for p in grown.parameters())
+        difference = max_output_difference(source, grown)
+        print(json.dumps({"parameters": parameters, "max_logit_difference": difference}))
         return 0
     if args.command == "export":
         from tools.train.export import export

@@ -15,7 +15,14 @@ batches (2 intra-op threads, like the engine on this machine):
 - `int8_conv_as_matmul`: each strided encoder Conv rewritten as Slice/Concat/MatMul (equal to
   the Conv in fp32, checked), so the dynamic recipe reaches it as an int8 GEMM;
 - `int8_static_conv`: Conv statically quantized (QLinearConv, per-channel, calibrated on
-  `--calibration` clips) with the dynamic MatMul recipe on top.
+  `--calibration` clips) with the dynamic MatMul recipe on top;
+- `fp32_conv2d` / `int8_conv2d`: every 1-D Conv run as a 2-D Conv of height 1 (Unsqueeze, Conv,
+  Squeeze; the same arithmetic), which ORT's blocked NCHWc kernels handle and 1-D Convs do not;
+- `int8_fused`: ORT's transformer optimizer first (fused Attention, SkipLayerNormalization,
+  BiasGelu), then the dynamic recipe with Attention quantized too (QAttention).
+
+The last three keep fp32's arithmetic in the convolutions: they ask whether any exact rewrite
+buys what int8 convolutions would.
 
 Fidelity is measured against fp32 on the same batches: the largest log-probability difference and
 the share of frames whose best token is unchanged. With random weights the outputs are nearly flat,
@@ -154,7 +161,72 @@ def convs_as_matmuls(model: Any, min_inner: int = 256) -> int:
     return rewritten
 
 
-def build_variants(fp32: Path, int8: Path, scratch: Path, calibration: int) -> dict[str, Path]:
+def convs_as_2d(model: Any) -> int:
+    """Run each 1-D Conv with a constant weight as a 2-D Conv of height 1; returns how many.
+
+    The result is the same arithmetic; the question is only whether ORT's 2-D kernels (blocked
+    NCHWc layouts, picked by its layout transformer for 4-D Convs only) run it faster.
+    """
+    from onnx import helper, numpy_helper
+
+    graph = model.graph
+    weights = {t.name: t for t in graph.initializer}
+    nodes: list[Any] = []
+    added: list[Any] = []
+    rewritten = 0
+    for node in graph.node:
+        weight = weights.get(node.input[1]) if node.op_type == "Conv" else None
+        if weight is None or len(weight.dims) != 3:
+            nodes.append(node)
+            continue
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        k = int(weight.dims[2])
+        pads = list(attrs.get("pads", [0, 0]))
+        p = f"{node.name}/as_2d"
+        added.append(
+            numpy_helper.from_array(numpy_helper.to_array(weight)[:, :, None, :], f"{p}/w")
+        )
+        added.append(numpy_helper.from_array(np.array([2], np.int64), f"{p}/axis"))
+        conv = helper.make_node(
+            "Conv",
+            [f"{p}/x", f"{p}/w", *node.input[2:]],
+            [f"{p}/y"],
+            name=f"{p}/Conv",
+            kernel_shape=[1, k],
+            strides=[1, int(attrs.get("strides", [1])[0])],
+            dilations=[1, int(attrs.get("dilations", [1])[0])],
+            pads=[0, pads[0], 0, pads[1]],
+            group=int(attrs.get("group", 1)),
+        )
+        nodes += [
+            helper.make_node("Unsqueeze", [node.input[0], f"{p}/axis"], [f"{p}/x"], name=f"{p}/U"),
+            conv,
+            helper.make_node("Squeeze", [f"{p}/y", f"{p}/axis"], [node.output[0]], name=f"{p}/S"),
+        ]
+        rewritten += 1
+    graph.initializer.extend(added)
+    del graph.node[:]
+    graph.node.extend(nodes)
+    used = {name for node in graph.node for name in node.input}
+    kept = [t for t in graph.initializer if t.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    return rewritten
+
+
+def fused_transformer(source: Path, target: Path, heads: int, hidden: int) -> None:
+    """ORT's own transformer fusions (the BERT patterns match wav2vec2's encoder layers)."""
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    optimized = optimize_model(
+        str(source), model_type="bert", num_heads=heads, hidden_size=hidden, opt_level=0
+    )
+    optimized.save_model_to_file(str(target))
+
+
+def build_variants(
+    fp32: Path, int8: Path, scratch: Path, calibration: int, heads: int = 0, hidden: int = 0
+) -> dict[str, Path]:
     import onnx
     import onnxruntime as ort
     from onnxruntime.quantization import (
@@ -215,6 +287,30 @@ def build_variants(fp32: Path, int8: Path, scratch: Path, calibration: int) -> d
         )
         dynamic(convs_only, static, op_types_to_quantize=matmuls)
     variants["int8_static_conv"] = static
+    as_2d = scratch / "conv2d.fp32.onnx"
+    if not as_2d.is_file():
+        graph = onnx.load(str(fp32))
+        convs_as_2d(graph)
+        onnx.checker.check_model(graph)
+        onnx.save(graph, str(as_2d))
+    variants["fp32_conv2d"] = as_2d
+    int8_2d = scratch / "conv2d.int8.onnx"
+    if not int8_2d.is_file():
+        graph = onnx.load(str(int8))
+        convs_as_2d(graph)
+        onnx.save(graph, str(int8_2d))
+    variants["int8_conv2d"] = int8_2d
+    if heads and hidden:
+        fused = scratch / "fused.fp32.onnx"
+        if not fused.is_file():
+            fused_transformer(fp32, fused, heads, hidden)
+        # Fused ops come from ORT's contrib domain, which shape inference cannot type.
+        variants["int8_fused"] = dynamic(
+            fused,
+            scratch / "fused.int8.onnx",
+            op_types_to_quantize=[*matmuls, "Attention"],
+            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+        )
     return variants
 
 
@@ -258,7 +354,12 @@ def measure(
     int8 = ensure_onnx_model(model_dir, int8=True)
     scratch = OUT / f"int8-recipes-{model_name}"
     scratch.mkdir(parents=True, exist_ok=True)
-    variants = build_variants(fp32, int8, scratch, calibration)
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(str(model_dir))
+    variants = build_variants(
+        fp32, int8, scratch, calibration, config.num_attention_heads, config.hidden_size
+    )
     if only:  # fp32 and int8 are the references every ratio needs
         variants = {k: v for k, v in variants.items() if k in only | {"fp32", "int8"}}
     options = ort.SessionOptions()

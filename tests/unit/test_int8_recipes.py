@@ -1,11 +1,11 @@
-"""The conv-as-matmul rewrite the int8 recipe benchmark measures: same outputs as the Conv."""
+"""The conv rewrites the int8 recipe benchmark measures: same outputs as the Conv."""
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
-from bench.int8_recipes import convs_as_matmuls
+from bench.int8_recipes import convs_as_2d, convs_as_matmuls
 
 
 def conv_stack() -> onnx.ModelProto:
@@ -67,3 +67,31 @@ def test_strided_convs_become_matmuls_with_the_same_outputs() -> None:
         got = run(rewritten, x)
         assert got.shape == expected.shape
         np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_every_weighted_1d_conv_runs_as_a_2d_conv_with_the_same_outputs() -> None:
+    model = conv_stack()
+    grouped = helper.make_node(
+        "Conv", ["y", "wg"], ["z"], kernel_shape=[5], pads=[2, 2], group=4, name="cg"
+    )
+    model.graph.node.append(grouped)
+    rng = np.random.default_rng(2)
+    model.graph.initializer.append(
+        numpy_helper.from_array(rng.standard_normal((64, 16, 5)).astype(np.float32), "wg")
+    )
+    del model.graph.output[:]
+    model.graph.output.append(
+        helper.make_tensor_value_info("z", TensorProto.FLOAT, ["batch", 64, "frames"])
+    )
+    rewritten = onnx.ModelProto()
+    rewritten.CopyFrom(model)
+    assert convs_as_2d(rewritten) == 5  # padded and grouped convs too
+    onnx.checker.check_model(rewritten)
+    ops = [n.op_type for n in rewritten.graph.node]
+    assert ops.count("Conv") == 5 and ops.count("Unsqueeze") == 5 and ops.count("Squeeze") == 5
+    for initializer in rewritten.graph.initializer:
+        if initializer.name.endswith("/w"):
+            assert len(initializer.dims) == 4 and initializer.dims[2] == 1
+    for samples in (1_000, 1_017):
+        x = rng.standard_normal((2, 1, samples)).astype(np.float32)
+        np.testing.assert_allclose(run(rewritten, x), run(model, x), rtol=1e-4, atol=1e-4)

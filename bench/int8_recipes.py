@@ -225,8 +225,16 @@ def fused_transformer(source: Path, target: Path, heads: int, hidden: int) -> No
 
 
 def build_variants(
-    fp32: Path, int8: Path, scratch: Path, calibration: int, heads: int = 0, hidden: int = 0
+    fp32: Path,
+    int8: Path,
+    scratch: Path,
+    calibration: int,
+    heads: int = 0,
+    hidden: int = 0,
+    only: set[str] | None = None,
 ) -> dict[str, Path]:
+    """Each variant's file, made (once, in `scratch`) only when asked for: the static recipe
+    alone spends minutes calibrating on the base-sized model."""
     import onnx
     import onnxruntime as ort
     from onnxruntime.quantization import (
@@ -244,29 +252,18 @@ def build_variants(
             quantize_dynamic(str(source), str(target), weight_type=weight_type, **kwargs)
         return target
 
-    matmuls = ["MatMul", "Gemm"]
-    variants = {"fp32": fp32, "int8": int8}
-    variants["uint8"] = dynamic(
-        fp32, scratch / "uint8.onnx", weight_type=QuantType.QUInt8, op_types_to_quantize=matmuls
-    )
-    variants["int8_per_channel"] = dynamic(
-        fp32, scratch / "per-channel.onnx", per_channel=True, op_types_to_quantize=matmuls
-    )
-    variants["int8_conv_integer"] = dynamic(
-        fp32, scratch / "conv-integer.onnx", op_types_to_quantize=[*matmuls, "Conv"]
-    )
-    rewritten = scratch / "conv-as-matmul.fp32.onnx"
-    if not rewritten.is_file():
-        graph = onnx.load(str(fp32))
-        convs_as_matmuls(graph)
-        onnx.checker.check_model(graph)
-        onnx.save(graph, str(rewritten))
-    variants["fp32_conv_as_matmul"] = rewritten
-    variants["int8_conv_as_matmul"] = dynamic(
-        rewritten, scratch / "conv-as-matmul.int8.onnx", op_types_to_quantize=matmuls
-    )
-    static = scratch / "static-conv.onnx"
-    if not static.is_file():
+    def rewritten(source: Path, target: Path, rewrite: Callable[[Any], int]) -> Path:
+        if not target.is_file():
+            graph = onnx.load(str(source))
+            rewrite(graph)
+            onnx.checker.check_model(graph)
+            onnx.save(graph, str(target))
+        return target
+
+    def static() -> Path:
+        target = scratch / "static-conv.onnx"
+        if target.is_file():
+            return target
         reference = ort.InferenceSession(str(fp32), providers=["CPUExecutionProvider"])
         feeds = iter([_feeds(reference, [clip]) for clip in _clips(calibration, seed=1)])
 
@@ -285,33 +282,52 @@ def build_variants(
             weight_type=QuantType.QInt8,
             per_channel=True,
         )
-        dynamic(convs_only, static, op_types_to_quantize=matmuls)
-    variants["int8_static_conv"] = static
-    as_2d = scratch / "conv2d.fp32.onnx"
-    if not as_2d.is_file():
-        graph = onnx.load(str(fp32))
-        convs_as_2d(graph)
-        onnx.checker.check_model(graph)
-        onnx.save(graph, str(as_2d))
-    variants["fp32_conv2d"] = as_2d
-    int8_2d = scratch / "conv2d.int8.onnx"
-    if not int8_2d.is_file():
-        graph = onnx.load(str(int8))
-        convs_as_2d(graph)
-        onnx.save(graph, str(int8_2d))
-    variants["int8_conv2d"] = int8_2d
-    if heads and hidden:
-        fused = scratch / "fused.fp32.onnx"
-        if not fused.is_file():
-            fused_transformer(fp32, fused, heads, hidden)
+        return dynamic(convs_only, target, op_types_to_quantize=matmuls)
+
+    def fused() -> Path:
+        source = scratch / "fused.fp32.onnx"
+        if not source.is_file():
+            fused_transformer(fp32, source, heads, hidden)
         # Fused ops come from ORT's contrib domain, which shape inference cannot type.
-        variants["int8_fused"] = dynamic(
-            fused,
+        return dynamic(
+            source,
             scratch / "fused.int8.onnx",
             op_types_to_quantize=[*matmuls, "Attention"],
             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
         )
-    return variants
+
+    matmuls = ["MatMul", "Gemm"]
+    as_matmul = scratch / "conv-as-matmul.fp32.onnx"
+    builders: dict[str, Callable[[], Path]] = {
+        "fp32": lambda: fp32,
+        "int8": lambda: int8,
+        "uint8": lambda: dynamic(
+            fp32,
+            scratch / "uint8.onnx",
+            weight_type=QuantType.QUInt8,
+            op_types_to_quantize=matmuls,
+        ),
+        "int8_per_channel": lambda: dynamic(
+            fp32, scratch / "per-channel.onnx", per_channel=True, op_types_to_quantize=matmuls
+        ),
+        "int8_conv_integer": lambda: dynamic(
+            fp32, scratch / "conv-integer.onnx", op_types_to_quantize=[*matmuls, "Conv"]
+        ),
+        "fp32_conv_as_matmul": lambda: rewritten(fp32, as_matmul, convs_as_matmuls),
+        "int8_conv_as_matmul": lambda: dynamic(
+            rewritten(fp32, as_matmul, convs_as_matmuls),
+            scratch / "conv-as-matmul.int8.onnx",
+            op_types_to_quantize=matmuls,
+        ),
+        "int8_static_conv": static,
+        "fp32_conv2d": lambda: rewritten(fp32, scratch / "conv2d.fp32.onnx", convs_as_2d),
+        "int8_conv2d": lambda: rewritten(int8, scratch / "conv2d.int8.onnx", convs_as_2d),
+    }
+    if heads and hidden:
+        builders["int8_fused"] = fused
+    # fp32 and int8 are the references every ratio needs.
+    wanted = [name for name in builders if not only or name in only | {"fp32", "int8"}]
+    return {name: builders[name]() for name in wanted}
 
 
 def profile_ops(path: Path, batches: list[list[np.ndarray]], threads: int) -> dict[str, float]:
@@ -358,10 +374,14 @@ def measure(
 
     config = AutoConfig.from_pretrained(str(model_dir))
     variants = build_variants(
-        fp32, int8, scratch, calibration, config.num_attention_heads, config.hidden_size
+        fp32,
+        int8,
+        scratch,
+        calibration,
+        config.num_attention_heads,
+        config.hidden_size,
+        only,
     )
-    if only:  # fp32 and int8 are the references every ratio needs
-        variants = {k: v for k, v in variants.items() if k in only | {"fp32", "int8"}}
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1

@@ -17,7 +17,8 @@ batches (2 intra-op threads, like the engine on this machine):
 - `int8_static_conv`: Conv statically quantized (QLinearConv, per-channel, calibrated on
   `--calibration` clips) with the dynamic MatMul recipe on top;
 - `fp32_conv2d` / `int8_conv2d`: every 1-D Conv run as a 2-D Conv of height 1 (Unsqueeze, Conv,
-  Squeeze; the same arithmetic), which ORT's blocked NCHWc kernels handle and 1-D Convs do not;
+  Squeeze; the same arithmetic), which ORT's blocked NCHWc kernels handle and 1-D Convs do not
+  (the export now does this itself, so on a current export these equal `fp32` and `int8`);
 - `int8_fused`: ORT's transformer optimizer first (fused Attention, SkipLayerNormalization,
   BiasGelu), then the dynamic recipe with Attention quantized too (QAttention).
 
@@ -43,6 +44,7 @@ from typing import Any
 
 import numpy as np
 
+from asr_assets.inference.onnx import convs_as_2d
 from bench.cpu_numerics import interleaved_seconds, run_header
 from bench.throughput import OUT, model_dir_for
 
@@ -150,59 +152,6 @@ def convs_as_matmuls(model: Any, min_inner: int = 256) -> int:
         for index, made in enumerate(new):
             made.name = f"{p}/{made.op_type}_{index}"
         nodes.extend(new)
-        rewritten += 1
-    graph.initializer.extend(added)
-    del graph.node[:]
-    graph.node.extend(nodes)
-    used = {name for node in graph.node for name in node.input}
-    kept = [t for t in graph.initializer if t.name in used]
-    del graph.initializer[:]
-    graph.initializer.extend(kept)
-    return rewritten
-
-
-def convs_as_2d(model: Any) -> int:
-    """Run each 1-D Conv with a constant weight as a 2-D Conv of height 1; returns how many.
-
-    The result is the same arithmetic; the question is only whether ORT's 2-D kernels (blocked
-    NCHWc layouts, picked by its layout transformer for 4-D Convs only) run it faster.
-    """
-    from onnx import helper, numpy_helper
-
-    graph = model.graph
-    weights = {t.name: t for t in graph.initializer}
-    nodes: list[Any] = []
-    added: list[Any] = []
-    rewritten = 0
-    for node in graph.node:
-        weight = weights.get(node.input[1]) if node.op_type == "Conv" else None
-        if weight is None or len(weight.dims) != 3:
-            nodes.append(node)
-            continue
-        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-        k = int(weight.dims[2])
-        pads = list(attrs.get("pads", [0, 0]))
-        p = f"{node.name}/as_2d"
-        added.append(
-            numpy_helper.from_array(numpy_helper.to_array(weight)[:, :, None, :], f"{p}/w")
-        )
-        added.append(numpy_helper.from_array(np.array([2], np.int64), f"{p}/axis"))
-        conv = helper.make_node(
-            "Conv",
-            [f"{p}/x", f"{p}/w", *node.input[2:]],
-            [f"{p}/y"],
-            name=f"{p}/Conv",
-            kernel_shape=[1, k],
-            strides=[1, int(attrs.get("strides", [1])[0])],
-            dilations=[1, int(attrs.get("dilations", [1])[0])],
-            pads=[0, pads[0], 0, pads[1]],
-            group=int(attrs.get("group", 1)),
-        )
-        nodes += [
-            helper.make_node("Unsqueeze", [node.input[0], f"{p}/axis"], [f"{p}/x"], name=f"{p}/U"),
-            conv,
-            helper.make_node("Squeeze", [f"{p}/y", f"{p}/axis"], [node.output[0]], name=f"{p}/S"),
-        ]
         rewritten += 1
     graph.initializer.extend(added)
     del graph.node[:]

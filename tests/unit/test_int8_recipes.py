@@ -5,7 +5,8 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
-from bench.int8_recipes import convs_as_2d, convs_as_matmuls
+from asr_assets.inference.onnx import convs_as_2d
+from bench.int8_recipes import convs_as_matmuls
 
 
 def conv_stack() -> onnx.ModelProto:

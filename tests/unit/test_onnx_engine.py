@@ -148,3 +148,27 @@ def test_accuracy_report_compares_engines_on_a_store(
 def test_parity_clips_are_deterministic() -> None:
     a, b = parity_clips(), parity_clips()
     assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+
+
+def test_export_runs_every_convolution_as_2d(tiny_model_dir: Path, cache_dir: Path) -> None:
+    """ORT's CPU layout transformer gives its blocked NCHWc kernels to 4-D Convs only."""
+    import onnx
+
+    graph = onnx.load(str(ensure_onnx_model(tiny_model_dir, cache_dir=cache_dir)))
+    convs = [node for node in graph.graph.node if node.op_type == "Conv"]
+    assert convs
+    for node in convs:
+        kernel = next(a for a in node.attribute if a.name == "kernel_shape")
+        assert len(kernel.ints) == 2 and kernel.ints[0] == 1
+
+
+def test_exports_cached_by_an_older_export_format_are_made_again(
+    tiny_model_dir: Path, cache_dir: Path
+) -> None:
+    from asr_assets.inference.model_dir import verify_checksums
+
+    stale = cache_dir / verify_checksums(tiny_model_dir) / "model.onnx"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"an export of the 1-D layout")
+    fresh = ensure_onnx_model(tiny_model_dir, cache_dir=cache_dir)
+    assert fresh != stale and fresh.stat().st_size > 1000

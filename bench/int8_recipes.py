@@ -44,7 +44,7 @@ from typing import Any
 
 import numpy as np
 
-from asr_assets.inference.onnx import convs_as_2d
+from asr_assets.inference.onnx import convs_as_2d, replace_nodes
 from bench.cpu_numerics import interleaved_seconds, run_header
 from bench.throughput import OUT, model_dir_for
 
@@ -153,13 +153,7 @@ def convs_as_matmuls(model: Any, min_inner: int = 256) -> int:
             made.name = f"{p}/{made.op_type}_{index}"
         nodes.extend(new)
         rewritten += 1
-    graph.initializer.extend(added)
-    del graph.node[:]
-    graph.node.extend(nodes)
-    used = {name for node in graph.node for name in node.input}
-    kept = [t for t in graph.initializer if t.name in used]
-    del graph.initializer[:]
-    graph.initializer.extend(kept)
+    replace_nodes(graph, nodes, added)
     return rewritten
 
 

@@ -147,6 +147,18 @@ def _waveform_ctc_module(network: Any, normalize: bool) -> Any:
     return WaveformCtc().eval()
 
 
+def replace_nodes(graph: Any, nodes: list[Any], added: list[Any]) -> None:
+    """Give `graph` these nodes and initializers, dropping initializers no node reads any more
+    (a rewritten weight would otherwise ship twice)."""
+    graph.initializer.extend(added)
+    del graph.node[:]
+    graph.node.extend(nodes)
+    used = {name for node in graph.node for name in node.input}
+    kept = [t for t in graph.initializer if t.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+
+
 def convs_as_2d(model: Any) -> int:
     """Run each 1-D Conv with a constant weight as a 2-D Conv of height 1; returns how many.
 
@@ -194,13 +206,7 @@ def convs_as_2d(model: Any) -> int:
             helper.make_node("Squeeze", [f"{p}/y", f"{p}/axis"], [node.output[0]], name=f"{p}/S"),
         ]
         rewritten += 1
-    graph.initializer.extend(added)
-    del graph.node[:]
-    graph.node.extend(nodes)
-    used = {name for node in graph.node for name in node.input}
-    kept = [t for t in graph.initializer if t.name in used]
-    del graph.initializer[:]
-    graph.initializer.extend(kept)
+    replace_nodes(graph, nodes, added)
     return rewritten
 
 

@@ -287,10 +287,9 @@ def main(argv: list[str] | None = None) -> int:
         interpolate(args.base, args.tuned, args.alpha, args.out, args.base_blank_bias)
         return 0
     if args.command == "grow":
-        from tools.train.export import load_unbiased
         from tools.train.grow import grow, max_output_difference
 
-        grown = grow(
+        source, grown = grow(
             args.base,
             args.size,
             args.out,
@@ -298,7 +297,6 @@ def main(argv: list[str] | None = None) -> int:
             seed=args.seed,
             noise=args.noise,
         )
-        source = load_unbiased(args.base, args.base_blank_bias)
         parameters = sum(p.numel() for p in grown.parameters())
         difference = max_output_difference(source, grown)
         print(json.dumps({"parameters": parameters, "max_logit_difference": difference}))

@@ -58,10 +58,12 @@ def _head_copies(new_dim: int, old_dim: int, head_dim: int) -> np.ndarray:
 
 
 def _linear(weight: Any, out_map: np.ndarray, in_map: np.ndarray) -> Any:
-    """W'[i, j] = W[out(i), in(j)] / copies(in(j)): each sum over copied inputs is kept."""
+    """W'[i, j, ...] = W[out(i), in(j), ...] / copies(in(j)): each sum over copied inputs is kept
+    (a linear layer, or a convolution's [out, in, kernel] weight)."""
     import torch
 
     counts = torch.from_numpy(np.bincount(in_map)[in_map]).to(weight.dtype)
+    counts = counts.reshape(-1, *([1] * (weight.ndim - 2)))
     return weight[torch.from_numpy(out_map)][:, torch.from_numpy(in_map)] / counts
 
 
@@ -116,12 +118,8 @@ def grow_state(source: Any, target: Any, seed: int = 0, noise: float = 0.01) -> 
     fe = "wav2vec2.feature_extractor.conv_layers"
     for layer in range(len(sc.conv_dim)):
         in_map = one if layer == 0 else channels
-        weight = src[f"{fe}.{layer}.conv.weight"]
-        counts = torch.from_numpy(np.bincount(in_map)[in_map]).to(weight.dtype)[None, :, None]
-        put(
-            f"{fe}.{layer}.conv.weight",
-            weight[torch.from_numpy(channels)][:, torch.from_numpy(in_map)] / counts,
-        )
+        weight = _linear(src[f"{fe}.{layer}.conv.weight"], channels, in_map)
+        put(f"{fe}.{layer}.conv.weight", weight)
         for part in ("conv.bias", "layer_norm.weight", "layer_norm.bias"):
             vector(f"{fe}.{layer}.{part}", channels)
     fp = "wav2vec2.feature_projection"
@@ -191,8 +189,9 @@ def grow(
     seed: int = 0,
     noise: float = 0.01,
     dropout: float = 0.05,
-) -> Any:
-    """Write `base_dir`'s weights grown to `size` as a save_pretrained directory (unbiased)."""
+) -> tuple[Any, Any]:
+    """Write `base_dir`'s weights grown to `size` as a save_pretrained directory (unbiased);
+    returns the source (unbiased) and the grown model, for comparing the two."""
     from tools.train.export import load_unbiased
 
     source = load_unbiased(base_dir, base_blank_bias).eval()
@@ -200,7 +199,7 @@ def grow(
     grow_state(source, target, seed=seed, noise=noise)
     out.mkdir(parents=True, exist_ok=True)
     target.save_pretrained(str(out), safe_serialization=True)
-    return target
+    return source, target
 
 
 def max_output_difference(source: Any, target: Any, seconds: float = 2.0, seed: int = 0) -> float:

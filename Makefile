@@ -19,18 +19,9 @@ $(STAMP): pyproject.toml requirements.lock
 	$(BIN)/pip install --quiet --disable-pip-version-check -c requirements.lock -e '.[dev]'
 	touch $@
 
-# Debian packages some tools and tests need (espeak-ng synthesizes the labeled data; festival,
-# FreeTTS and flite read the cross-synthesizer evaluation stores; sox and ffmpeg run training
-# augmentations; headless Chromium loads the jobs status page in the platform tests).
-SYSTEM_PACKAGES := espeak-ng festival festvox-kdlpc16k festvox-us-slt-hts freetts flite sox ffmpeg chromium
+# Debian packages some tools and tests need: the list and why each is there are in the script.
 system-deps:
-	@{ command -v espeak-ng && command -v chromium && command -v festival && command -v sox && command -v ffmpeg \
-	  && command -v flite \
-	  && test -f /usr/share/java/freetts.jar \
-	  && test -d /usr/share/festival/voices/english/ked_diphone \
-	  && test -d /usr/share/festival/voices/us/cmu_us_slt_arctic_hts; } >/dev/null 2>&1 || { \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq $(SYSTEM_PACKAGES) >/dev/null; \
-	  else sudo apt-get update -qq && sudo apt-get install -y -qq $(SYSTEM_PACKAGES) >/dev/null; fi; }
+	bash tools/system-deps.sh
 
 $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 	mkdir -p $(DAGSTER_HOME)

@@ -19,3 +19,18 @@ def espeak_available() -> bool:
 
 
 needs_espeak = pytest.mark.skipif(not espeak_available(), reason="libespeak-ng not installed")
+
+
+def mbrola_available() -> bool:
+    from tools.synthesize.voices import mbrola_voices
+
+    try:
+        mbrola_voices()
+    except FileNotFoundError:
+        return False
+    return espeak_available()
+
+
+needs_mbrola = pytest.mark.skipif(
+    not mbrola_available(), reason="mbrola or its databases not installed"
+)

@@ -141,6 +141,7 @@ class Espeak:
         )
         self._lib.espeak_SetVoiceByName.argtypes = (ctypes.c_char_p,)
         self._lib.espeak_SetParameter.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_int)
+        self._lib.espeak_ng_GetSampleRate.restype = ctypes.c_int
         rate = self._lib.espeak_Initialize(
             _AUDIO_OUTPUT_SYNCHRONOUS, 0, None, _INITIALIZE_DONT_EXIT | _INITIALIZE_PHONEME_EVENTS
         )
@@ -198,6 +199,10 @@ class Espeak:
             self._events.clear()
             if self._lib.espeak_SetVoiceByName(voice.encode()) != 0:
                 raise EspeakError(f"unknown espeak-ng voice {voice!r}")
+            # An MBROLA voice switches the output to its diphone database's rate (16 kHz for
+            # the English ones) while espeak_Initialize reported the formant synthesizer's
+            # 22,050 Hz: sample positions and audio must be read at the voice's own rate.
+            voice_sr = int(self._lib.espeak_ng_GetSampleRate())
             for param, value in (
                 (_PARAM_RATE, rate),
                 (_PARAM_PITCH, pitch),
@@ -217,27 +222,28 @@ class Espeak:
             native = np.concatenate(self._chunks) if self._chunks else np.zeros(0, dtype=np.int16)
             events = list(self._events)
         audio = native.astype(np.float32) / 32768.0
-        if self.native_sr != TARGET_SR and len(audio):
-            audio = soxr.resample(audio, self.native_sr, TARGET_SR, quality="HQ")
+        if voice_sr != TARGET_SR and len(audio):
+            audio = soxr.resample(audio, voice_sr, TARGET_SR, quality="HQ")
         audio = np.asarray(audio, dtype=np.float32)
-        return Synthesis(audio=audio, words=self._group_words(events))
+        return Synthesis(audio=audio, words=self._group_words(events, voice_sr))
 
-    def _group_words(self, events: list[tuple[int, int, int, str]]) -> tuple[WordEvent, ...]:
+    def _group_words(
+        self, events: list[tuple[int, int, int, str]], sample_rate: int
+    ) -> tuple[WordEvent, ...]:
         words: list[WordEvent] = []
         current: tuple[int, int] | None = None
         phones: list[PhonemeEvent] = []
         for kind, text_pos, sample, name in events:
             if kind == _EVENT_WORD:
                 if current is not None:
-                    words.append(self._word(current, phones))
+                    words.append(_word(current, phones, sample_rate))
                 current, phones = (text_pos, sample), []
             elif current is not None:
-                phones.append(PhonemeEvent(name=name, start_s=sample / self.native_sr))
+                phones.append(PhonemeEvent(name=name, start_s=sample / sample_rate))
         if current is not None:
-            words.append(self._word(current, phones))
+            words.append(_word(current, phones, sample_rate))
         return tuple(words)
 
-    def _word(self, head: tuple[int, int], phones: list[PhonemeEvent]) -> WordEvent:
-        return WordEvent(
-            text_position=head[0], start_s=head[1] / self.native_sr, phonemes=tuple(phones)
-        )
+
+def _word(head: tuple[int, int], phones: list[PhonemeEvent], sample_rate: int) -> WordEvent:
+    return WordEvent(text_position=head[0], start_s=head[1] / sample_rate, phonemes=tuple(phones))

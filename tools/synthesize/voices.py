@@ -17,6 +17,7 @@ both sides: they are not plausible stand-ins for a reading child.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 VoiceSplit = Literal["train", "heldout", "all"]
@@ -151,6 +152,78 @@ EXTRA_TRAIN_VARIANTS: tuple[str, ...] = (
 )
 
 
+#: espeak-ng's MBROLA voices that read English (``espeak-ng --voices=mb``): espeak-ng's own text
+#: analysis, phonemes and prosody, sounded by an MBROLA diphone database instead of its formant
+#: synthesizer. The databases are cut from recordings of people, so these voices carry human
+#: formant tracks, bursts and glottal sources that no formant-synthesis variant has (issue 17:
+#: the model learned espeak-ng's formant timbre, not letters). Four read English natively
+#: (``mb-us1`` female US, ``mb-us2`` and ``mb-us3`` male US, ``mb-en1`` male British); the
+#: ``-en`` ones are other languages' speakers reading English through espeak-ng's phoneme
+#: mapping, which adds speakers (and an accent). None is a speaker of the evaluation stores'
+#: synthesizers (``foreign.py``). Debian: ``mbrola`` plus one ``mbrola-<db>`` package each
+#: (``contrib`` / ``non-free``); see :data:`MBROLA_PACKAGES`.
+MBROLA_VOICES: tuple[str, ...] = (
+    "mb-us1",
+    "mb-us2",
+    "mb-us3",
+    "mb-en1",
+    "mb-de1-en",
+    "mb-de2-en",
+    "mb-de3-en",
+    "mb-de4-en",
+    "mb-de5-en",
+    "mb-de6-en",
+    "mb-fr1-en",
+    "mb-fr4-en",
+    "mb-nl2-en",
+    "mb-af1-en",
+    "mb-gr2-en",
+    "mb-hu1-en",
+    "mb-pl1-en",
+    "mb-ro1-en",
+    "mb-sw1-en",
+    "mb-sw2-en",
+)
+
+
+def mbrola_database(voice: str) -> str:
+    """The MBROLA database an espeak-ng ``mb-`` voice sounds with (``mb-de2-en`` -> ``de2``)."""
+    return voice.split("-")[1]
+
+
+#: The Debian packages :data:`MBROLA_VOICES` need.
+MBROLA_PACKAGES: tuple[str, ...] = (
+    "mbrola",
+    *(f"mbrola-{mbrola_database(v)}" for v in MBROLA_VOICES),
+)
+
+
+#: Where Debian's ``mbrola-<db>`` packages put their databases (and espeak-ng looks for them).
+MBROLA_ROOT = Path("/usr/share/mbrola")
+
+
+def mbrola_voices(root: Path = MBROLA_ROOT) -> tuple[Voice, ...]:
+    """Every :data:`MBROLA_VOICES` voice, or a clear error naming the packages that are missing.
+
+    Fails instead of skipping a voice: a training set must not depend on which databases a
+    machine happens to have.
+    """
+    missing = [
+        f"mbrola-{mbrola_database(v)}"
+        for v in MBROLA_VOICES
+        if not (root / mbrola_database(v) / mbrola_database(v)).is_file()
+    ]
+    if missing:
+        raise FileNotFoundError(
+            "MBROLA databases missing: "
+            + " ".join(missing)
+            + " (apt-get install -y "
+            + " ".join(MBROLA_PACKAGES)
+            + "; Debian contrib and non-free)"
+        )
+    return tuple(Voice(v) for v in MBROLA_VOICES)
+
+
 @dataclass(frozen=True, order=True)
 class Voice:
     """An accent plus a variant; :attr:`name` is what the ground-truth tables record."""
@@ -171,6 +244,10 @@ class Voice:
     @property
     def heldout(self) -> bool:
         return self.variant in HELDOUT_VARIANTS
+
+    @property
+    def mbrola(self) -> bool:
+        return self.language.startswith("mb-")
 
 
 def voices(split: VoiceSplit) -> tuple[Voice, ...]:

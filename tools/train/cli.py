@@ -59,6 +59,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="also train on this many random espeak-ng variants (tools/synthesize/timbre.py)",
     )
     d.add_argument(
+        "--mbrola",
+        type=float,
+        default=0.0,
+        help="share of training phrases read by espeak-ng's MBROLA voices (human diphones; "
+        "Debian mbrola packages, tools/synthesize/voices.py)",
+    )
+    d.add_argument(
         "--store",
         choices=("audio", "features"),
         default="audio",
@@ -171,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
             "augment": families,
             "extra_variants": args.extra_variants,
             "random_timbres": args.random_timbres,
+            "mbrola_fraction": args.mbrola,
         }
         sets = {
             "train-short": SetSpec(

@@ -26,7 +26,7 @@ import torch
 from tools.synthesize.plan import ErrorRates, LetterDeck, ProsodyRanges, draw_phrase
 from tools.synthesize.render import RenderError, render
 from tools.synthesize.timbre import build_overlay, random_timbre_voices, use_overlay
-from tools.synthesize.voices import VoiceSplit, training_voices, voices
+from tools.synthesize.voices import VoiceSplit, mbrola_voices, training_voices, voices
 from tools.train.augment import AugmentConfig, augment
 from tools.train.vocab import BLANK, FRAME_CENTRE_OFFSET_S, FRAME_S, VOCAB, ctc_target
 
@@ -69,6 +69,11 @@ class SetSpec:
     #: 0: none. Their overlay data directory is written beside the set and drawn from the set's
     #: seed, so two sets' ``tv0000`` are different speakers.
     random_timbres: int = 0
+    #: Share of phrases read by espeak-ng's MBROLA voices (``voices.MBROLA_VOICES``: human
+    #: diphone databases; training sets only); 0: none. They are always spliced from single
+    #: letters: with an MBROLA voice espeak-ng reports one word event per utterance, so a
+    #: whole phrase's letters cannot be told apart.
+    mbrola_fraction: float = 0.0
 
 
 def _generate_chunk(args: tuple[Path, SetSpec, int]) -> int:
@@ -82,6 +87,7 @@ def _generate_chunk(args: tuple[Path, SetSpec, int]) -> int:
     if spec.random_timbres and spec.split == "train":
         use_overlay(out_dir / "espeak-overlay")
         pool = pool + random_timbre_voices(spec.random_timbres)
+    mbrola_pool = mbrola_voices() if spec.mbrola_fraction and spec.split == "train" else ()
     # A separate stream, so the plans (and the un-augmented audio) do not depend on `augment`.
     aug_rng = np.random.default_rng([spec.seed, chunk, 0xA06])
     aug_config = None
@@ -105,6 +111,9 @@ def _generate_chunk(args: tuple[Path, SetSpec, int]) -> int:
     while len(meta) < n:
         voice = pool[int(rng.integers(len(pool)))]
         mode = "whole" if rng.random() < spec.whole_fraction else "spliced"
+        # Drawn only when asked for, so sets without MBROLA voices keep their random stream.
+        if mbrola_pool and rng.random() < spec.mbrola_fraction:
+            voice, mode = mbrola_pool[int(rng.integers(len(mbrola_pool)))], "spliced"
         plan = draw_phrase(
             rng,
             deck,
@@ -172,6 +181,7 @@ def generate_set(out_dir: Path, spec: SetSpec, workers: int = 2) -> None:
                 "extra_variants": spec.extra_variants,
                 "augment_always": spec.augment_always,
                 "random_timbres": spec.random_timbres,
+                "mbrola_fraction": spec.mbrola_fraction,
             },
             indent=2,
         )

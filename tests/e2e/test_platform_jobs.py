@@ -68,7 +68,7 @@ def test_letter_scoring_job_agrees_with_the_daily_graph(job_env: JobEnv) -> None
     )
     done = wait_for(job_id, job_env.instance, timeout_s=300)
     assert done.state is JobState.COMPLETED, done.failure_reason
-    assert done.workload == "letter-scoring:1.0.0"
+    assert done.workload == "letter-scoring:1.1.0"
     assert done.tags["asr/tenant"] == "tenant-a" and done.tags["asr/cost-center"] == "cc-42"
     run = job_env.instance.get_run_by_id(done.run_id)
     assert run.tags["dagster/priority"] == "10" and run.tags["asr/team"] == "reading"

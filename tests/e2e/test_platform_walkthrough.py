@@ -108,7 +108,7 @@ def test_the_readme_walkthrough_finishes_a_job(tmp_path: Path) -> None:
         [row] = json.loads(usage.stdout)["rows"]
         assert (row["group"], row["jobs"], row["files"]) == ("letter-scoring:1", 1, 5)
         table = cli("workloads", key=key)
-        assert "letter-scoring:1.0.0" in table.stdout and "reading-assessment" in table.stdout
+        assert "letter-scoring:1.1.0" in table.stdout and "reading-assessment" in table.stdout
         unknown = cli(
             "submit",
             "--workload",

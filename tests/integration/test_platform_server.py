@@ -155,7 +155,7 @@ def test_cli_from_submit_to_a_finished_job(api_server: RunningApi) -> None:  # n
     assert job["job_id"] in status and "COMPLETED" in status and "100.0%" in status
     assert job["job_id"] in cli(api, key, "list", "--status", "COMPLETED").stdout
     assert "run-" in cli(api, key, "logs", job["job_id"]).stdout
-    assert "letter-scoring:1.0.0" in cli(api, key, "workloads").stdout
+    assert "letter-scoring:1.1.0" in cli(api, key, "workloads").stdout
     usage = json.loads(cli(api, key, "--json", "usage", "--group-by", "workload").stdout)
     assert usage["rows"][0]["group"] == "letter-scoring:1"
     assert usage["rows"][0]["audio_seconds"] == 600

@@ -119,8 +119,8 @@ class FileJobsBackend:
         return [
             WorkloadInfo(
                 name="letter-scoring",
-                version="1.0.0",
-                ref="letter-scoring:1.0.0",
+                version="1.1.0",
+                ref="letter-scoring:1.1.0",
                 owner="reading",
                 input_kinds=["manifest"],
             ),

@@ -59,8 +59,8 @@ def test_workloads_come_from_the_core_registry(
     manifest.write_text(manifest.read_text().replace("version: 1.0.0", "version: 1.1.0"))
     monkeypatch.setenv("ASR_WORKLOAD_DIRS", str(extra))
     found = {w.ref: w for w in PlatformJobsBackend().workloads()}
-    assert set(found) == {"letter-scoring:1.0.0", "transcribe:1.0.0", "transcribe:1.1.0"}
-    letters = found["letter-scoring:1.0.0"]
+    assert set(found) == {"letter-scoring:1.1.0", "transcribe:1.0.0", "transcribe:1.1.0"}
+    letters = found["letter-scoring:1.1.0"]
     assert (letters.owner, letters.input_kinds) == ("reading-assessment", ["manifest"])
     assert letters.manifest_fields == {"expected_text": "string"}
     assert letters.resources is not None and letters.resources.cpu == "2"

@@ -61,7 +61,7 @@ def test_bad_arrow_types_are_refused(text: str) -> None:
 def test_shipped_workloads_load_and_resolve() -> None:
     registry = WorkloadRegistry.from_environment({})
     letters = registry.resolve("letter-scoring:1")
-    assert letters.ref == "letter-scoring:1.0.0"
+    assert letters.ref == "letter-scoring:1.1.0"
     assert letters.field_types() == {"expected_text": pa.string()}
     assert (
         registry.resolve("transcribe").output_schema().field("words").type.value_type.num_fields

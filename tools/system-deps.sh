@@ -8,21 +8,20 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PACKAGES="espeak-ng festival festvox-kdlpc16k festvox-us-slt-hts freetts flite sox ffmpeg chromium"
-MBROLA="$(python3 -c 'import sys; sys.path.insert(0, "."); from tools.synthesize.voices import MBROLA_PACKAGES; print(" ".join(MBROLA_PACKAGES))')"
+# The MBROLA package list and the check that every database is installed live in one place,
+# tools/synthesize/voices.py, which the training data reads too.
+VOICES='import sys; sys.path.insert(0, "."); import tools.synthesize.voices as v'
+MBROLA="$(python3 -c "$VOICES; print(' '.join(v.MBROLA_PACKAGES))")"
 
 present() {
   command -v espeak-ng && command -v chromium && command -v festival && command -v sox \
     && command -v ffmpeg && command -v flite && command -v mbrola \
     && test -f /usr/share/java/freetts.jar \
     && test -d /usr/share/festival/voices/english/ked_diphone \
-    && test -d /usr/share/festival/voices/us/cmu_us_slt_arctic_hts || return 1
-  for pkg in $MBROLA; do
-    [ "$pkg" = mbrola ] && continue
-    db="${pkg#mbrola-}"
-    test -f "/usr/share/mbrola/$db/$db" || return 1
-  done
+    && test -d /usr/share/festival/voices/us/cmu_us_slt_arctic_hts \
+    && python3 -c "$VOICES; v.mbrola_voices()"
 }
-[ "${ASR_FORCE_SYSTEM_DEPS:-}" = 1 ] || { present >/dev/null 2>&1 && exit 0; }
+present >/dev/null 2>&1 && exit 0
 
 SUDO=""
 [ "$(id -u)" = 0 ] || SUDO=sudo

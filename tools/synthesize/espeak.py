@@ -147,7 +147,6 @@ class Espeak:
         )
         if rate <= 0:
             raise EspeakError(f"espeak_Initialize failed ({rate})")
-        self.native_sr = int(rate)
         self._chunks: list[np.ndarray] = []
         # (event type, text position, sample index at the native rate, phoneme name)
         self._events: list[tuple[int, int, int, str]] = []

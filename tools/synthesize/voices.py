@@ -245,10 +245,6 @@ class Voice:
     def heldout(self) -> bool:
         return self.variant in HELDOUT_VARIANTS
 
-    @property
-    def mbrola(self) -> bool:
-        return self.language.startswith("mb-")
-
 
 def voices(split: VoiceSplit) -> tuple[Voice, ...]:
     """All voices on one side of the split, in a fixed order."""
